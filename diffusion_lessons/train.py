@@ -1,0 +1,30 @@
+"""Train a shipped model from its seeded recipe: python -m diffusion_lessons.train NAME.
+
+Each recipe lives in diffusion_lessons/recipes/ and writes its model in diffusers'
+save_pretrained layout (safetensors) under diffusion_lessons/pretrained/, with a recipe
+record (data, seed, steps, wall time, hardware, final loss, measured quality).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> module in diffusion_lessons.recipes that defines main(argv)
+RECIPES = {
+    "digits": "digits",       # class-conditional UNet2DModel on sklearn digits (lessons 03-05)
+    "vae": "vae",             # AutoencoderKL on generated captioned shapes (lesson 06)
+    "shapes-t2i": "shapes_t2i",  # tokenizer + CLIPTextModel + UNet2DConditionModel -> pipeline (lesson 07)
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m diffusion_lessons.train", description=__doc__)
+    parser.add_argument("name", choices=sorted(RECIPES), help="which shipped model to train")
+    args, rest = parser.parse_known_args(argv)
+    module = importlib.import_module(f"diffusion_lessons.recipes.{RECIPES[args.name]}")
+    module.main(rest)
+
+
+if __name__ == "__main__":
+    main()
