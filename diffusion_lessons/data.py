@@ -42,3 +42,9 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     array = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     array = array.permute(1, 2, 0).numpy()
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+
+
+# ---- digits: sklearn's handwritten digits (lessons 03-05) ----
+
+
+# ---- captioned shapes: generated RGB images with captions (lessons 06-07) ----
