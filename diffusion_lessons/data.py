@@ -45,6 +45,46 @@ def to_pil(x: torch.Tensor) -> Image.Image:
 
 
 # ---- digits: sklearn's handwritten digits (lessons 03-05) ----
+# sklearn ships 1,797 digits of 8x8 (values 0..16, 16 = ink). The book upsamples them
+# bilinearly to 16x16: a 1.1 M-parameter UNet2DModel trained at 16x16 drew digits a classifier
+# reads correctly, while at native 8x8 the samples stayed speckled (MEASUREMENTS.md).
+
+DIGITS_SIZE = 16        # resolution the digits model uses (height = width)
+NUM_DIGIT_CLASSES = 10  # labels 0..9
+NULL_LABEL = 10         # the "no label" class: unconditional prediction (label dropout, guidance)
+DIGITS_SPLIT_SEED = 0   # fixes the held-out split
+DIGITS_HELD_OUT = 300   # images held out (1/6 of 1,797), stratified by label
+DIGIT_SPLITS = ("train", "test", "all")
+
+
+def _digits_split_indices() -> dict[str, np.ndarray]:
+    """Fixed, stratified train/test indices into sklearn's digits (seed DIGITS_SPLIT_SEED)."""
+    from sklearn.datasets import load_digits as _sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    y = _sk_load_digits().target
+    train, test = train_test_split(np.arange(len(y)), test_size=DIGITS_HELD_OUT, stratify=y,
+                                   random_state=DIGITS_SPLIT_SEED)
+    return {"train": np.sort(train), "test": np.sort(test), "all": np.arange(len(y))}
+
+
+def load_digits(split: str = "train", size: int = DIGITS_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """sklearn's digits as (x0, labels): x0 float32 (N, 1, size, size) in [-1, 1] with ink = +1,
+    labels int64 (N,) in 0..9. split 'train' (1,497), 'test' (300, held out) or 'all' (1,797);
+    size 8 is native, larger sizes are bilinear upsamplings (the book uses DIGITS_SIZE = 16)."""
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    if split not in DIGIT_SPLITS:
+        raise ValueError(f"split must be one of {DIGIT_SPLITS}, got {split!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8 (8 is native), got {size!r}")
+    bunch = _sk_load_digits()
+    idx = _digits_split_indices()[split]
+    x = torch.from_numpy(bunch.images[idx].astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8) in [0, 1]
+    if size != 8:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    labels = torch.from_numpy(bunch.target[idx].astype(np.int64))
+    return (x * 2 - 1).clamp(-1, 1).contiguous(), labels
 
 
 # ---- captioned shapes: generated RGB images with captions (lessons 06-07) ----

@@ -7,5 +7,117 @@ UNet2DConditionModel).
 from __future__ import annotations
 
 # ---- digits: class-conditional UNet2DModel and the readable U-Net (lessons 03-05) ----
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .data import DIGITS_SIZE, NULL_LABEL, NUM_DIGIT_CLASSES
+
+DIGITS_UNET_CONFIG = dict(
+    sample_size=DIGITS_SIZE, in_channels=1, out_channels=1,
+    block_out_channels=(32, 64, 64),          # 16x16 -> 8x8 -> 4x4
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    add_attention=True,                        # the one attention block: in the middle, at 4x4
+    num_class_embeds=NUM_DIGIT_CLASSES + 1,    # labels 0..9 and NULL_LABEL = 10
+)
+
+
+def build_digits_unet(seed: int | None = 0) -> "UNet2DModel":  # noqa: F821
+    """The class-conditional diffusers UNet2DModel of lessons 03-05 (about 1.06 M parameters):
+    16x16x1 digits, labels 0-9 plus NULL_LABEL (10) for the unconditional prediction."""
+    from diffusers import UNet2DModel
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return UNet2DModel(**DIGITS_UNET_CONFIG)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable numbers in a model."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def predict_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int,
+                class_labels: torch.Tensor | None) -> torch.Tensor:
+    """eps_theta(x_t, t, label) from a UNet2DModel (unwraps .sample) or a TinyUNet (plain tensor)."""
+    out = model(x_t, t, class_labels=class_labels)
+    return out.sample if hasattr(out, "sample") else out
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding (Transformer; DDPM): [cos(t w_i), sin(t w_i)], w_i = max_period^(-i / (dim/2)).
+    Same numbers as diffusers' get_timestep_embedding(t, dim, flip_sin_to_cos=True, downscale_freq_shift=0)."""
+    if dim % 2:
+        raise ValueError(f"dim must be even, got {dim}")
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.reshape(-1).float()[:, None] * freqs[None, :]
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with the (time + class) embedding added in between, plus a skip path."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(8, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2, self.conv2 = nn.GroupNorm(8, c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(emb)[:, :, None, None]      # every channel learns where in time we are
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + self.skip(x)
+
+
+class TinyUNet(nn.Module):
+    """A U-Net to read in one sitting (lesson 03). Down path (ResBlock, then halve the size),
+    a middle block, up path (concatenate the skip from the same size, ResBlock, then double).
+    Call it like UNet2DModel: model(x_t, t, class_labels) -> eps of x_t's shape (a plain tensor)."""
+
+    def __init__(self, channels: tuple[int, ...] = (32, 64), in_channels: int = 1,
+                 num_class_embeds: int = NUM_DIGIT_CLASSES + 1, sample_size: int = DIGITS_SIZE):
+        super().__init__()
+        self.in_channels, self.sample_size, self.t_dim = in_channels, sample_size, channels[0]
+        emb_dim = 4 * channels[0]
+        self.time_mlp = nn.Sequential(nn.Linear(channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(num_class_embeds, emb_dim)
+        self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        last = len(channels) - 1
+        c_prev, self.down, self.downsample = channels[0], nn.ModuleList(), nn.ModuleList()
+        for i, c in enumerate(channels):   # size halves after every level but the last
+            self.down.append(ResBlock(c_prev, c, emb_dim))
+            self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1) if i < last else nn.Identity())
+            c_prev = c
+        self.mid = ResBlock(c_prev, c_prev, emb_dim)
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for i in reversed(range(len(channels))):  # input: the path so far + the skip of the same size
+            self.up.append(ResBlock(c_prev + channels[i], channels[i], emb_dim))
+            self.upsample.append(nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(channels[i], channels[i], 3,
+                                 padding=1)) if i > 0 else nn.Identity())
+            c_prev = channels[i]
+        self.conv_out = nn.Sequential(nn.GroupNorm(8, channels[0]), nn.SiLU(),
+                                      nn.Conv2d(channels[0], in_channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, class_labels: torch.Tensor | None = None):
+        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+        if class_labels is None:  # no label given: the unconditional (null) class
+            class_labels = torch.full((x.shape[0],), NULL_LABEL, device=x.device)
+        emb = self.time_mlp(timestep_embedding(t, self.t_dim)) + self.class_emb(class_labels)
+        h, skips = self.conv_in(x), []
+        for block, down in zip(self.down, self.downsample):
+            h = block(h, emb)
+            skips.append(h)                 # kept for the up path: the fine detail of this size
+            h = down(h)
+        h = self.mid(h, emb)
+        for block, up in zip(self.up, self.upsample):
+            h = up(block(torch.cat([h, skips.pop()], dim=1), emb))
+        return self.conv_out(h)
 
 # ---- latents and text: AutoencoderKL and UNet2DConditionModel (lessons 06-07) ----
