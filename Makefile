@@ -1,17 +1,21 @@
 # make lab   : set up .venv (first time only) and open JupyterLab on notebooks/
 # make test  : set up .venv, run the package tests, then execute every notebook with nbval
-# Extra JupyterLab arguments: make lab ARGS="--no-browser --port 8899"
+# make book  : execute every lesson and render the static HTML book into build/book/ (EXECUTE=0: stored outputs)
+# make bench : print the benchmark table and add this machine's section to benchmarks/RESULTS.md
+# Extra JupyterLab arguments: make lab ARGS="--no-browser --port 8899"; benchmark options: make bench BENCH_ARGS=--no-notebooks
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 KERNEL := diffusion-lessons
 ARGS   ?=
+EXECUTE ?= 1
+BENCH_ARGS ?=
 export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup lab test unit notebooks clean
+.PHONY: setup lab test unit notebooks book bench clean
 
 setup: $(STAMP)
 
@@ -34,6 +38,12 @@ notebooks: setup
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
 test: unit notebooks
+
+book: setup
+	$(BIN)/python tools/build_book.py --out build/book $(if $(filter 0,$(EXECUTE)),--no-execute,)
+
+bench: setup
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
