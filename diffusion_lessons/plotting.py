@@ -29,6 +29,20 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
+def _register_ipython_display() -> None:
+    """Let a returned Figure show itself as a PNG in Jupyter (no pyplot, no %matplotlib needed)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["image/png"].for_type(Figure, lambda fig: figure_png(fig, dpi=100))
+
+
+_register_ipython_display()
+
+
 def _as_list(images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
     if isinstance(images, torch.Tensor):
         if images.ndim == 3:

@@ -144,3 +144,16 @@ def test_control_builders():
     assert (f.value, f.min, f.max) == (0.5, 0.0, 1.0)
     d = widgets.dropdown("kind", ["linear", "cosine"])
     assert d.value == "linear" and widgets.dropdown("kind", ["linear", "cosine"], "cosine").value == "cosine"
+
+
+def test_a_returned_figure_displays_as_png_in_ipython():
+    """Without pyplot or %matplotlib, Jupyter must still draw a Figure that a cell returns."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        plotting._register_ipython_display()
+        data, _ = shell.display_formatter.format(plotting.plot_curve([0, 1], {"a": [1, 0]}))
+        assert data["image/png"].startswith(PNG_MAGIC)
+    finally:
+        InteractiveShell.clear_instance()
