@@ -1,0 +1,221 @@
+"""The explorers work in a real browser: JupyterLab driven by headless Debian Chromium (lessons 02, 05).
+
+Starts JupyterLab on a free localhost port with the project's kernel, opens a lesson, runs all
+cells, moves the explorer's slider with the keyboard and checks that the picture changed
+(screenshots before and after differ). Playwright drives the `chromium` executable on the PATH
+(Debian's package); it never downloads a browser. Without chromium the test is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Lab settings for the test: never autosave (the stored lessons stay untouched), render every
+# cell (no virtual scrolling), no news or update checks.
+LAB_SETTINGS = {
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
+        {"fetchNews": "false", "checkForUpdates": False},
+}
+RUN_TIMEOUT_S = 240
+
+
+class Lab:
+    """A JupyterLab server on localhost, in its own temporary runtime, settings and workspace dirs."""
+
+    def __init__(self, root_dir: Path, scratch: Path):
+        self.token = secrets.token_hex(16)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        settings = scratch / "settings"
+        for name, values in LAB_SETTINGS.items():
+            (settings / name).parent.mkdir(parents=True, exist_ok=True)
+            (settings / name).write_text(json.dumps(values))
+        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(scratch / "runtime"), HF_HUB_OFFLINE="1",
+                   TRANSFORMERS_OFFLINE="1")
+        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}",
+               "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
+               f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root_dir}",
+               f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={scratch / 'ws'}",
+               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+               "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-root")  # CI containers run as root
+        self.log = open(scratch / "lab.log", "wb")
+        self.process = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
+        self.wait_ready()
+
+    def api(self, path: str, method: str = "GET") -> bytes:
+        request = urllib.request.Request(f"{self.url}{path}", method=method, data=b"" if method == "POST" else None,
+                                         headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read()
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited early:\n{self.tail()}")
+            try:
+                self.api("/api/status")
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"JupyterLab did not answer within {timeout} s:\n{self.tail()}")
+
+    def tail(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        """Shut the server down through its API (that stops its kernels), then make sure it is gone."""
+        try:
+            self.api("/api/shutdown", method="POST")
+            self.process.wait(timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not on the PATH: install Debian's package (apt-get install chromium) "
+                    "to run the browser test; .ci/run does this")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def lab(browser, tmp_path_factory):
+    server = Lab(NOTEBOOKS, tmp_path_factory.mktemp("lab"))
+    yield server
+    server.stop()
+
+
+def open_and_run(page, lab: Lab, notebook: str) -> None:
+    """Open `notebook` in JupyterLab, check its kernel, run all cells and wait until they finish."""
+    page.goto(f"{lab.url}/lab/tree/{notebook}?token={lab.token}&reset")
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session", timeout=60_000)
+    page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                           ".status === 'idle'", timeout=60_000)
+    kernel = page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.name")
+    assert kernel == "diffusion-lessons", f"{notebook} opened with kernel {kernel!r}"
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function(
+        "() => { const p = [...document.querySelectorAll('.jp-Notebook .jp-InputPrompt')];"
+        " return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent)"
+        " || !e.closest('.jp-CodeCell')); }", timeout=RUN_TIMEOUT_S * 1000)
+    errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
+    assert errors.count() == 0, f"{notebook} raised an error: {errors.first.inner_text()[:800]}"
+
+
+def find_slider(page, label: re.Pattern):
+    """The slider, inside an explorer, whose description matches `label`; (explorer, slider)."""
+    explorers = page.locator(".dl-explorer")
+    assert explorers.count() > 0, "no explorer (.dl-explorer) rendered: is ipywidgets working?"
+    for i in range(explorers.count()):
+        sliders = explorers.nth(i).locator(".widget-slider")
+        for j in range(sliders.count()):
+            if label.search(sliders.nth(j).locator(".widget-label").first.inner_text()):
+                return explorers.nth(i), sliders.nth(j)
+    found = [s.inner_text() for s in page.locator(".dl-explorer .widget-slider .widget-label").all()]
+    raise AssertionError(f"no explorer slider labelled like {label.pattern!r}; found {found}")
+
+
+def move_slider(page, slider) -> tuple[str, str]:
+    """Move the slider with the keyboard (End, else Home); return its readout before and after."""
+    readout = slider.locator(".widget-readout")
+    before = readout.inner_text()
+    handle = slider.locator(".noUi-handle").first
+    for key in ("End", "Home"):
+        handle.focus()
+        page.keyboard.press(key)
+        if readout.inner_text() != before:
+            return before, readout.inner_text()
+    raise AssertionError(f"the slider did not move from {before!r} with the keyboard")
+
+
+def assert_picture_changes(page, lab: Lab, notebook: str, label: str) -> None:
+    """Run `notebook`, move its `label` slider and check the explorer's picture changes."""
+    from PIL import Image, ImageChops
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    stored = digest(NOTEBOOKS / notebook)
+    page.set_default_timeout(30_000)
+    open_and_run(page, lab, notebook)
+    explorer, slider = find_slider(page, re.compile(label, re.I))
+    image = explorer.locator(".dl-explorer-image")
+    image.scroll_into_view_if_needed()
+    src, shot = image.get_attribute("src"), image.screenshot()
+    before, after = move_slider(page, slider)
+    try:
+        page.wait_for_function("([el, old]) => el.getAttribute('src') !== old",
+                               arg=[image.element_handle(), src], timeout=60_000)
+    except PlaywrightTimeout:
+        pytest.fail(f"{notebook}: slider moved {before} -> {after} but no new picture arrived in 60 s")
+    page.wait_for_timeout(300)  # let the new picture paint
+    new_shot = image.screenshot()
+    diff = ImageChops.difference(Image.open(io.BytesIO(shot)).convert("RGB"),
+                                 Image.open(io.BytesIO(new_shot)).convert("RGB"))
+    assert diff.getbbox() is not None, f"{notebook}: slider moved {before} -> {after} but the picture did not change"
+    assert digest(NOTEBOOKS / notebook) == stored, f"{notebook} was modified on disk by the browser run"
+
+
+@pytest.mark.parametrize("notebook, label", [
+    ("02_forward_noising.ipynb", r"^\s*t\b|time|step"),            # the timestep slider
+    ("05_classifier_free_guidance.ipynb", r"guid|scale|^\s*w\b"),  # the guidance-scale slider
+])
+def test_explorer_slider_changes_picture(notebook: str, label: str, request) -> None:
+    if not (NOTEBOOKS / notebook).exists():
+        pytest.skip(f"notebooks/{notebook} does not exist yet: its slider is not checked")
+    browser, lab = request.getfixturevalue("browser"), request.getfixturevalue("lab")
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    try:
+        assert_picture_changes(page, lab, notebook, label)
+    finally:
+        page.close()
