@@ -1,0 +1,136 @@
+"""Classifier-free guidance (Ho and Salimans 2022), lesson 05.
+
+One network learns both predictions: during training its label is dropped (replaced by
+NULL_LABEL) with probability p_uncond, so eps(x_t, t, label) is the conditional prediction and
+eps(x_t, t, NULL_LABEL) the unconditional one. At sampling time the two are combined in
+diffusers' convention (StableDiffusionPipeline's guidance_scale s):
+
+    eps = eps_uncond + s * (eps_cond - eps_uncond)        the paper writes (1 + w) eps_cond - w eps_uncond,
+                                                          so w = s - 1
+s = 1 is the plain conditional prediction, s = 0 the unconditional one, s > 1 pushes past the
+conditional prediction, away from the unconditional one. Negative guidance swaps the
+unconditional branch for another label's prediction (the analogue of a negative prompt).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from .data import NULL_LABEL, NUM_DIGIT_CLASSES
+from .models import predict_eps
+
+__all__ = ["NULL_LABEL", "check_labels", "drop_labels", "cfg_combine", "rescale_guidance",
+           "check_guidance", "branch_labels", "guided_eps"]
+
+
+def check_labels(labels: torch.Tensor | int | list, name: str = "labels") -> torch.Tensor:
+    """labels as a 1-D int64 tensor, or ValueError unless every label is a digit 0..9."""
+    labels = torch.as_tensor(labels)
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise ValueError(f"{name} must hold integer class labels 0..9, got dtype {labels.dtype}")
+    labels = labels.reshape(-1).long()
+    if labels.numel() == 0:
+        raise ValueError(f"{name} must hold at least one label")
+    if int(labels.min()) < 0 or int(labels.max()) >= NUM_DIGIT_CLASSES:
+        raise ValueError(f"{name} must lie in 0..{NUM_DIGIT_CLASSES - 1} (the digits; {NULL_LABEL} is the "
+                         f"null label, used internally), got values from {int(labels.min())} to {int(labels.max())}")
+    return labels
+
+
+def drop_labels(labels: torch.Tensor, p_uncond: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Label dropout for training: each label becomes NULL_LABEL with probability p_uncond
+    (the CFG paper uses 0.1 or 0.2; the shipped digits model 0.15)."""
+    if not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
+    if p_uncond == 0.0:
+        return labels
+    device = generator.device if generator is not None else labels.device
+    drop = torch.rand(labels.shape, generator=generator, device=device).to(labels.device) < p_uncond
+    return torch.where(drop, torch.full_like(labels, NULL_LABEL), labels)
+
+
+def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """eps_uncond + s * (eps_cond - eps_uncond) (diffusers; the paper's w = s - 1).
+    s = 1 returns eps_cond itself and s = 0 eps_uncond, exactly."""
+    if eps_cond.shape != eps_uncond.shape:
+        raise ValueError(f"eps_uncond must have the shape of eps_cond {tuple(eps_cond.shape)}, "
+                         f"got {tuple(eps_uncond.shape)}")
+    if guidance_scale == 1.0:  # in floating point u + 1 * (c - u) is only nearly c
+        return eps_cond
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
+def rescale_guidance(eps_cfg: torch.Tensor, eps_cond: torch.Tensor, phi: float) -> torch.Tensor:
+    """Guidance rescale (Lin et al. 2024, eq. 15-16; diffusers' rescale_noise_cfg):
+    rescaled = cfg * std(eps_cond) / std(cfg) per sample; out = phi * rescaled + (1 - phi) * cfg."""
+    if not 0.0 <= phi <= 1.0:
+        raise ValueError(f"phi (guidance_rescale) must lie in [0, 1], got {phi!r}")
+    if phi == 0.0:
+        return eps_cfg
+    dims = list(range(1, eps_cfg.ndim))
+    std_cond = eps_cond.std(dim=dims, keepdim=True)
+    std_cfg = eps_cfg.std(dim=dims, keepdim=True)
+    rescaled = eps_cfg * (std_cond / std_cfg)
+    return phi * rescaled + (1 - phi) * eps_cfg
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_guidance(labels: torch.Tensor, guidance_scale: float, negative_label=None,
+                   guidance_rescale: float = 0.0) -> torch.Tensor | None:
+    """Validate guidance settings for `labels` (already checked); return the negative labels (B,) or None."""
+    if not _is_number(guidance_scale) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = conditional, 0 = unconditional), "
+                         f"got {guidance_scale!r}")
+    if not _is_number(guidance_rescale) or not 0.0 <= guidance_rescale <= 1.0:
+        raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale!r}")
+    if negative_label is None:
+        return None
+    negative = check_labels(negative_label, "negative_label")
+    if negative.numel() == 1:
+        negative = negative.expand(labels.shape[0])
+    if negative.shape != labels.shape:
+        raise ValueError(f"negative_label must be one label or one per sample ({labels.shape[0]}), "
+                         f"got {negative.numel()}")
+    if bool((negative == labels.to(negative.device)).any()):
+        raise ValueError("negative_label must differ from the asked label of every sample "
+                         "(steering away from the asked digit would cancel the guidance)")
+    return negative
+
+
+def branch_labels(labels: torch.Tensor, guidance_scale: float, negative: torch.Tensor | None = None,
+                  guidance_rescale: float = 0.0) -> torch.Tensor:
+    """The class labels of the single batched forward pass: [labels; null or negative labels].
+    Only one branch is needed at s = 1 (conditional) and, without rescale, at s = 0 (the other one)."""
+    other = negative if negative is not None else torch.full_like(labels, NULL_LABEL)
+    if guidance_scale == 1.0:
+        return labels
+    if guidance_scale == 0.0 and guidance_rescale == 0.0:
+        return other.to(labels.device)
+    return torch.cat([labels, other.to(labels.device)])
+
+
+def combine_branches(eps: torch.Tensor, guidance_scale: float, guidance_rescale: float = 0.0) -> torch.Tensor:
+    """Split the batched prediction made with branch_labels(...) and combine (cfg, then rescale)."""
+    if guidance_scale == 1.0 or (guidance_scale == 0.0 and guidance_rescale == 0.0):
+        return eps  # only one branch was run
+    eps_cond, eps_other = eps.chunk(2)
+    return rescale_guidance(cfg_combine(eps_cond, eps_other, guidance_scale), eps_cond, guidance_rescale)
+
+
+def guided_eps(model: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor | int, labels,
+               guidance_scale: float = 1.0, negative_label=None, guidance_rescale: float = 0.0) -> torch.Tensor:
+    """The guided noise prediction with ONE batched forward pass of [x_t; x_t] with [labels; null labels]
+    (or the negative label's, to steer away from it), combined by cfg_combine and rescale_guidance."""
+    labels = check_labels(labels)
+    if labels.shape[0] != x_t.shape[0]:
+        raise ValueError(f"labels must hold one label per sample ({x_t.shape[0]}), got {labels.shape[0]}")
+    negative = check_guidance(labels, guidance_scale, negative_label, guidance_rescale)
+    labels_in = branch_labels(labels, guidance_scale, negative, guidance_rescale).to(x_t.device)
+    x_in = x_t if labels_in.shape[0] == x_t.shape[0] else torch.cat([x_t, x_t])
+    return combine_branches(predict_eps(model, x_in, t, labels_in), guidance_scale, guidance_rescale)

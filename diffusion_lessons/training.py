@@ -1,0 +1,153 @@
+"""Training the noise predictor, lesson 03.
+
+The simple loss (Ho et al. 2020, eq. 14): pick a random t, noise a clean image in closed form,
+ask the network for the noise, and score it with the mean squared error:
+
+    L = E_{x0, t, eps} || eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t, label) ||^2
+
+The label is dropped (replaced by NULL_LABEL) with probability p_uncond, so one network also
+learns the unconditional prediction that guidance needs (lesson 05). All randomness (batches, t,
+eps, dropped labels) is drawn from one CPU generator, so a seed gives the same run on any device.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from .data import NULL_LABEL
+from .device import pick_device
+from .guidance import drop_labels
+from .models import predict_eps
+from .schedules import NoiseSchedule, make_schedule
+
+
+def diffusion_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor,
+                   labels: torch.Tensor | None = None, p_uncond: float = 0.0,
+                   generator: torch.Generator | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+    """L_simple on one batch: t ~ U{0..T-1} (or the given t), eps ~ N(0, I), x_t by add_noise, MSE of
+    the predicted eps. labels None = unconditional (NULL_LABEL); p_uncond = label dropout probability."""
+    batch, device = x0.shape[0], x0.device
+    if t is None:
+        t = torch.randint(0, schedule.num_steps, (batch,), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(device)
+    x_t = schedule.add_noise(x0, eps, t)                       # closed form q(x_t | x0)
+    if labels is None:
+        labels = torch.full((batch,), NULL_LABEL, dtype=torch.long)
+    labels = drop_labels(labels.cpu(), p_uncond, generator)   # label dropout, drawn on the CPU generator
+    eps_hat = predict_eps(model, x_t, t.to(device), labels.to(device))
+    return F.mse_loss(eps_hat, eps)
+
+
+class EMA:
+    """Exponential moving average of the weights: theta_ema <- d theta_ema + (1 - d) theta, with the
+    decay d = min(max_decay, (1 + n) / (10 + n)) warming up over the first updates (diffusers' EMAModel).
+    `ema.model` is the averaged copy; sample from it."""
+
+    def __init__(self, model: torch.nn.Module, max_decay: float = 0.999):
+        if not 0.0 <= max_decay < 1.0:
+            raise ValueError(f"max_decay must lie in [0, 1), got {max_decay!r}")
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.max_decay, self.num_updates = max_decay, 0
+
+    def decay(self) -> float:
+        n = self.num_updates
+        return min(self.max_decay, (1 + n) / (10 + n))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = self.decay()
+        for p_ema, p in zip(self.model.parameters(), model.parameters()):
+            p_ema.lerp_(p.detach(), 1 - d)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)
+        self.num_updates += 1
+
+
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: NoiseSchedule,
+                  x0: torch.Tensor, labels: torch.Tensor | None = None, p_uncond: float = 0.0,
+                  generator: torch.Generator | None = None, ema: EMA | None = None,
+                  lr_scheduler=None, max_grad_norm: float | None = 1.0) -> torch.Tensor:
+    """One optimisation step on a batch: loss, backward, clip the gradient norm, step (and the LR
+    schedule and EMA). Returns the batch loss as a detached tensor (no host sync)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = diffusion_loss(model, schedule, x0, labels, p_uncond, generator)
+    loss.backward()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    if lr_scheduler is not None:
+        lr_scheduler.step()
+    if ema is not None:
+        ema.update(model)
+    return loss.detach()
+
+
+def cosine_lr(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate decayed from its start value to 0 on a half cosine over `steps` steps."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda n: 0.5 * (1 + math.cos(math.pi * min(n, steps) / steps)))
+
+
+def _check_fit_args(x0: torch.Tensor, labels, steps: int, batch_size: int, lr: float) -> None:
+    if not isinstance(x0, torch.Tensor) or x0.ndim != 4 or not x0.dtype.is_floating_point:
+        raise ValueError(f"x0 must be a float tensor (N, C, H, W), got {getattr(x0, 'shape', type(x0))}")
+    if labels is not None and (labels.ndim != 1 or labels.shape[0] != x0.shape[0]):
+        raise ValueError(f"labels must have shape ({x0.shape[0]},), got {tuple(labels.shape)}")
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+
+
+def fit(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = None, *, steps: int = 500,
+        batch_size: int = 128, lr: float = 2e-3, schedule: NoiseSchedule | None = None, p_uncond: float = 0.15,
+        ema: EMA | None = None, seed: int = 0, device: torch.device | str | None = None,
+        progress: bool = True, log_every: int = 25) -> list[float]:
+    """Train `model` on images x0 (N, C, H, W) for `steps` steps of random batches with AdamW and a cosine-
+    decayed LR, on pick_device(); the bar shows the recent mean loss. Returns the loss of every step.
+    schedule: default make_schedule('cosine'); ema: an EMA(model) to update (its model moves too)."""
+    _check_fit_args(x0, labels, steps, batch_size, lr)
+    schedule = schedule or make_schedule("cosine")
+    device = torch.device(device) if device is not None else pick_device()
+    model.to(device).train()
+    if ema is not None:
+        ema.model.to(device)
+    data = x0.to(device)
+    labels = labels.cpu() if labels is not None else None   # dropout is drawn on the CPU
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    lr_scheduler = cosine_lr(optimizer, steps)
+    losses: list[torch.Tensor] = []
+    bar = tqdm(range(steps), desc="training", disable=not progress)
+    for step in bar:
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
+        batch_labels = labels[idx] if labels is not None else None
+        losses.append(training_step(model, optimizer, schedule, data[idx.to(device)], batch_labels, p_uncond,
+                                    generator, ema, lr_scheduler))
+        if (step + 1) % log_every == 0 or step + 1 == steps:   # one host sync every log_every steps
+            bar.set_postfix(loss=f"{torch.stack(losses[-log_every:]).mean().item():.4f}")
+    model.eval()
+    return torch.stack(losses).float().cpu().tolist()
+
+
+@torch.no_grad()
+def loss_by_timestep(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor,
+                     labels: torch.Tensor | None = None, timesteps=None,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss at fixed timesteps (default 20 from 0 to T-1), averaged over x0: which noise levels are hard.
+    Returns (t, loss) as CPU tensors; runs on the model's device."""
+    device = next(model.parameters()).device
+    if timesteps is None:
+        timesteps = torch.linspace(0, schedule.num_steps - 1, 20).round().long()
+    timesteps = schedule.check_t(timesteps, "timesteps")
+    x0 = x0.to(device)
+    losses = []
+    for t in timesteps.tolist():
+        t_batch = torch.full((x0.shape[0],), t, dtype=torch.long)
+        losses.append(diffusion_loss(model, schedule, x0, labels, 0.0, generator, t=t_batch))
+    return timesteps, torch.stack(losses).float().cpu()
