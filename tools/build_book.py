@@ -22,12 +22,13 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,15 +85,21 @@ def lesson_title(nb: nbformat.NotebookNode, fallback: str) -> str:
 
 
 def execute(nb: nbformat.NotebookNode, cwd: Path, kernel: str, timeout: int) -> tuple[float, str | None]:
-    """Run every cell in a fresh kernel; return (wall seconds, error summary or None)."""
+    """Run every cell in a fresh kernel; return (wall seconds, error summary or None).
+    The kernel process's own stderr (transport warnings) is kept out of the build log."""
     client = NotebookClient(nb, kernel_name=kernel, timeout=timeout, record_timing=True,
                             store_widget_state=True, resources={"metadata": {"path": str(cwd)}})
     start = time.perf_counter()
-    try:
-        client.execute()
-        error = None
-    except CellExecutionError as exc:
-        error = str(exc).strip().splitlines()[-1][:300] if str(exc).strip() else type(exc).__name__
+    with tempfile.TemporaryFile() as kernel_log:
+        try:
+            client.execute(stderr=kernel_log)
+            error = None
+        except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
+            lines = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines() or [type(exc).__name__]
+            error = f"{type(exc).__name__}: {lines[-1][:300]}"
+            if isinstance(exc, DeadKernelError):
+                kernel_log.seek(0)
+                error += " | kernel stderr: " + kernel_log.read().decode(errors="replace")[-500:]
     return time.perf_counter() - start, error
 
 
