@@ -130,3 +130,17 @@ def test_real_book_from_stored_notebooks(tmp_path: Path) -> None:
 def test_bad_notebooks_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="notebooks must be a directory"):
         build_book.lesson_paths(tmp_path / "missing")
+
+
+def test_math_is_typeset_offline_when_a_local_mathjax_exists(fake_notebooks: Path, tmp_path: Path) -> None:
+    build_book.build_book(fake_notebooks, tmp_path, execute_it=False)
+    page = (tmp_path / "01_static.html").read_text()
+    script = re.search(r'<script src="([^"]*MathJax[^"]*|[^"]*mathjax[^"]*)"', page).group(1)
+    local = next((d for d in build_book.MATHJAX_DIRS if (d / "MathJax.js").is_file()), None)
+    if local is None:
+        assert script.startswith("https://"), "without a local MathJax the pages use the CDN"
+        pytest.skip("no local MathJax (apt-get install libjs-mathjax): pages load MathJax from its CDN")
+    assert script == f"mathjax/MathJax.js?config={build_book.MATHJAX_CONFIG}"
+    for part in build_book.MATHJAX_PARTS:
+        assert (tmp_path / "mathjax" / part).exists(), part
+    assert (tmp_path / "mathjax" / "fonts/HTML-CSS/TeX/woff/MathJax_Main-Regular.woff").stat().st_size > 1000

@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +35,13 @@ from nbconvert import HTMLExporter
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().parent / "book_templates"
 LESSON_NAME = re.compile(r"^\d\d_.+\.ipynb$")
+# Offline math: a local MathJax 2 (Debian: apt-get install libjs-mathjax; or DL_MATHJAX_DIR) is copied
+# into the book (about 1.5 MB); without one, the pages load MathJax from its CDN when online.
+MATHJAX_DIRS = [Path(d) for d in (os.environ.get("DL_MATHJAX_DIR"), "/usr/share/javascript/mathjax",
+                                  "/usr/share/mathjax") if d]
+MATHJAX_CONFIG = "TeX-AMS_CHTML-full,Safe"
+MATHJAX_PARTS = ("MathJax.js", "config/TeX-AMS_CHTML-full.js", "config/Safe.js", "extensions", "jax/input/TeX",
+                 "jax/output/CommonHTML", "jax/element", "fonts/HTML-CSS/TeX/woff")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_NOTE = ('<div class="dl-widget-note">Live controls appear here when you run this lesson '
@@ -63,6 +71,23 @@ def machine_label(machine: dict) -> str:
     """A one-line description, e.g. 'AMD EPYC 7B13, 2 cores, torch 2.13.0, no GPU'."""
     gpu = f"GPU {machine['gpu']}" if machine.get("gpu") else "no GPU"
     return f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, {gpu}"
+
+
+def copy_mathjax(out: Path) -> str | None:
+    """Copy the parts of a local MathJax 2 (Debian's libjs-mathjax) that the pages use into out/mathjax;
+    return the script URL relative to the pages, or None (then the pages load MathJax from its CDN)."""
+    source = next((d for d in MATHJAX_DIRS if (d / "MathJax.js").is_file()), None)
+    if source is None:
+        return None
+    target = out / "mathjax"
+    shutil.rmtree(target, ignore_errors=True)
+    for part in MATHJAX_PARTS:
+        if (source / part).is_dir():
+            shutil.copytree(source / part, target / part, symlinks=False)
+        else:
+            (target / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / part, target / part)
+    return f"mathjax/MathJax.js?config={MATHJAX_CONFIG}"
 
 
 def lesson_paths(notebooks: Path) -> list[Path]:
@@ -163,10 +188,13 @@ def nav_html(lessons: list[dict], i: int) -> str:
             f'<a class="dl-nav-index" href="index.html">Contents</a>{link(i + 1, "next", "", " →")}</nav>')
 
 
-def render_lesson(nb: nbformat.NotebookNode, lesson: dict, nav: str, notebooks: Path) -> str:
-    """One lesson as a self-contained HTML page (images as data URIs, book navigation added)."""
+def render_lesson(nb: nbformat.NotebookNode, lesson: dict, nav: str, notebooks: Path,
+                  mathjax_url: str | None = None) -> str:
+    """One lesson as an HTML page (images as data URIs, book navigation added)."""
     strip_widgets(nb)
     exporter = HTMLExporter(template_name="book", extra_template_basedirs=[str(TEMPLATES)])
+    if mathjax_url:
+        exporter.mathjax_url = mathjax_url
     exporter.embed_images = True  # markdown images too, not only outputs
     resources = {"metadata": {"name": lesson["title"], "path": str(notebooks)}, "book_nav": nav}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
@@ -243,9 +271,10 @@ def build_book(notebooks: Path, out: Path, execute_it: bool = True, kernel: str 
         stale.unlink()
     loaded = [load_lesson(p, execute_it, kernel, timeout) for p in paths]
     lessons = [lesson for _, lesson in loaded]
+    mathjax_url = copy_mathjax(out)
     for i, (nb, lesson) in enumerate(loaded):
-        (out / lesson["html"]).write_text(render_lesson(nb, lesson, nav_html(lessons, i), notebooks),
-                                          encoding="utf-8")
+        page = render_lesson(nb, lesson, nav_html(lessons, i), notebooks, mathjax_url)
+        (out / lesson["html"]).write_text(page, encoding="utf-8")
     mode = "executed" if execute_it else "stored"
     built = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     machine = machine_info()
