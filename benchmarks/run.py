@@ -57,18 +57,17 @@ def flatten(prefix: str, result: dict) -> list[Row]:
     return rows
 
 
-def stored_timings(path: Path, machine: dict) -> dict[str, float] | None:
-    """{notebook: seconds} from a book build that executed every lesson on this machine, else None."""
+def stored_timings(path: Path, machine: dict) -> dict[tuple[str, str], float]:
+    """{(notebook, source digest): seconds} from a `make book` run that executed the lessons on this
+    machine (same CPU and GPU); empty if there is none."""
     if not path.exists():
-        return None
+        return {}
     record = json.loads(path.read_text())
-    if record.get("mode") != "executed" or record.get("machine", {}).get("cpu") != machine["cpu"] \
-            or record.get("machine", {}).get("gpu") != machine["gpu"]:
-        return None
-    lessons = record.get("lessons", [])
-    if any(x.get("error") or x.get("seconds") is None for x in lessons):
-        return None
-    return {x["notebook"]: x["seconds"] for x in lessons}
+    same_machine = all(record.get("machine", {}).get(k) == machine[k] for k in ("cpu", "cores", "gpu"))
+    if record.get("mode") != "executed" or not same_machine:
+        return {}
+    return {(x["notebook"], x.get("source_digest")): x["seconds"] for x in record.get("lessons", [])
+            if not x.get("error") and x.get("seconds") is not None}
 
 
 def lesson_rows(machine: dict, timings: Path, force_execute: bool, timeout: int) -> list[Row]:
@@ -76,11 +75,12 @@ def lesson_rows(machine: dict, timings: Path, force_execute: bool, timeout: int)
     paths = build_book.lesson_paths(ROOT / "notebooks")
     if not paths:
         return [("lessons", "not available yet (no notebooks/NN_*.ipynb)")]
-    known = {} if force_execute else (stored_timings(timings, machine) or {})
+    known = {} if force_execute else stored_timings(timings, machine)
     rows = []
     for path in paths:
-        if path.name in known:
-            seconds, source = known[path.name], " (make book)"
+        key = (path.name, build_book.source_digest(build_book.nbformat.read(path, as_version=4)))
+        if key in known:  # the same cells, timed by `make book` on this machine
+            seconds, source = known[key], " (make book)"
         else:
             _, lesson = build_book.load_lesson(path, True, "diffusion-lessons", timeout)
             if lesson["error"]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import html
 import json
 import os
@@ -107,6 +108,12 @@ def lesson_title(nb: nbformat.NotebookNode, fallback: str) -> str:
             if match:
                 return match.group(1)
     return fallback
+
+
+def source_digest(nb: nbformat.NotebookNode) -> str:
+    """A fingerprint of the lesson's cell sources (outputs excluded): are stored timings still current?"""
+    text = json.dumps([[cell.cell_type, cell.source] for cell in nb.cells])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def execute(nb: nbformat.NotebookNode, cwd: Path, kernel: str, timeout: int) -> tuple[float, str | None]:
@@ -250,7 +257,7 @@ def load_lesson(path: Path, execute_it: bool, kernel: str, timeout: int) -> tupl
     """Read (and optionally execute) one lesson; return it with its record for the index."""
     nb = nbformat.read(path, as_version=4)
     lesson = {"notebook": path.name, "html": path.with_suffix(".html").name,
-              "title": lesson_title(nb, path.stem), "error": None}
+              "title": lesson_title(nb, path.stem), "source_digest": source_digest(nb), "error": None}
     if execute_it:
         print(f"executing {path.name} ...", end=" ", flush=True)
         seconds, lesson["error"] = execute(nb, path.parent, kernel, timeout)
