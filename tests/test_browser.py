@@ -141,13 +141,22 @@ def open_and_run(page, lab: Lab, notebook: str) -> None:
                            ".status === 'idle'", timeout=60_000)
     kernel = page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.name")
     assert kernel == "diffusion-lessons", f"{notebook} opened with kernel {kernel!r}"
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_function(
-        "() => { const p = [...document.querySelectorAll('.jp-Notebook .jp-InputPrompt')];"
-        " return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent)"
-        " || !e.closest('.jp-CodeCell')); }", timeout=RUN_TIMEOUT_S * 1000)
-    errors = page.locator("[data-mime-type='application/vnd.jupyter.error']")
-    assert errors.count() == 0, f"{notebook} raised an error: {errors.first.inner_text()[:800]}"
+    page.evaluate("async () => { await window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs');"
+                  " window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    state = page.wait_for_function(RUN_STATE, timeout=RUN_TIMEOUT_S * 1000).json_value()
+    assert state == "done", f"{notebook} raised an error in JupyterLab: {state}"
+
+
+# 'done' when every code cell has run, the error's text when one raised (run-all stops there), else false.
+RUN_STATE = """() => {
+  const model = window.jupyterapp.shell.currentWidget.content.model;
+  const cells = Array.from({length: model.cells.length}, (_, i) => model.cells.get(i)).filter(c => c.type === 'code');
+  for (const cell of cells) {
+    const error = cell.outputs.toJSON().find(o => o.output_type === 'error');
+    if (error) return `${error.ename}: ${error.evalue}`;
+  }
+  return cells.every(c => c.executionCount !== null && c.executionCount !== undefined) ? 'done' : false;
+}"""
 
 
 def find_slider(page, label: re.Pattern):
