@@ -91,6 +91,11 @@ class Lab:
         self.log.flush()
         return Path(self.log.name).read_text(errors="replace")[-chars:]
 
+    def shutdown_kernels(self) -> None:
+        """Stop every kernel the browser started (one lesson's kernel must not outlive its test)."""
+        for session in json.loads(self.api("/api/sessions")):
+            self.api(f"/api/sessions/{session['id']}", method="DELETE")
+
     def stop(self) -> None:
         """Shut the server down through its API (that stops its kernels), then make sure it is gone."""
         try:
@@ -203,10 +208,9 @@ def assert_picture_changes(page, lab: Lab, notebook: str, label: str) -> None:
     except PlaywrightTimeout:
         pytest.fail(f"{notebook}: slider moved {before} -> {after} but no new picture arrived in 60 s")
     page.wait_for_timeout(300)  # let the new picture paint
-    new_shot = image.screenshot()
-    diff = ImageChops.difference(Image.open(io.BytesIO(shot)).convert("RGB"),
-                                 Image.open(io.BytesIO(new_shot)).convert("RGB"))
-    assert diff.getbbox() is not None, f"{notebook}: slider moved {before} -> {after} but the picture did not change"
+    old_picture, new_picture = (Image.open(io.BytesIO(png)).convert("RGB") for png in (shot, image.screenshot()))
+    changed = old_picture.size != new_picture.size or ImageChops.difference(old_picture, new_picture).getbbox()
+    assert changed, f"{notebook}: slider moved {before} -> {after} but the picture did not change"
     assert "Saving file at" not in lab.tail(20_000), f"the browser run saved a file: {lab.tail()}"
 
 
@@ -223,3 +227,4 @@ def test_explorer_slider_changes_picture(notebook: str, label: str, request) -> 
         assert_picture_changes(page, lab, notebook, label)
     finally:
         page.close()
+        lab.shutdown_kernels()
