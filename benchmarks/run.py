@@ -78,7 +78,7 @@ def lesson_rows(machine: dict, timings: Path, force_execute: bool, timeout: int)
     known = {} if force_execute else stored_timings(timings, machine)
     rows = []
     for path in paths:
-        key = (path.name, build_book.source_digest(build_book.nbformat.read(path, as_version=4)))
+        key = (path.name, build_book.source_digest(build_book.read_notebook(path)))
         if key in known:  # the same cells, timed by `make book` on this machine
             seconds, source = known[key], " (make book)"
         else:

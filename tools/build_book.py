@@ -28,10 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-from nbconvert import HTMLExporter
+# nbformat, nbclient and nbconvert are imported where they are used, so that benchmarks/run.py can use
+# the machine description on a GPU machine without Jupyter.
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().parent / "book_templates"
@@ -110,6 +108,12 @@ def lesson_title(nb: nbformat.NotebookNode, fallback: str) -> str:
     return fallback
 
 
+def read_notebook(path: Path) -> "nbformat.NotebookNode":  # noqa: F821
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
 def source_digest(nb: nbformat.NotebookNode) -> str:
     """A fingerprint of the lesson's cell sources (outputs excluded): are stored timings still current?"""
     text = json.dumps([[cell.cell_type, cell.source] for cell in nb.cells])
@@ -119,6 +123,9 @@ def source_digest(nb: nbformat.NotebookNode) -> str:
 def execute(nb: nbformat.NotebookNode, cwd: Path, kernel: str, timeout: int) -> tuple[float, str | None]:
     """Run every cell in a fresh kernel; return (wall seconds, error summary or None).
     The kernel process's own stderr (transport warnings) is kept out of the build log."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
     client = NotebookClient(nb, kernel_name=kernel, timeout=timeout, record_timing=True,
                             store_widget_state=True, resources={"metadata": {"path": str(cwd)}})
     start = time.perf_counter()
@@ -199,6 +206,8 @@ def render_lesson(nb: nbformat.NotebookNode, lesson: dict, nav: str, notebooks: 
                   mathjax_url: str | None = None) -> str:
     """One lesson as an HTML page (images as data URIs, book navigation added)."""
     strip_widgets(nb)
+    from nbconvert import HTMLExporter
+
     exporter = HTMLExporter(template_name="book", extra_template_basedirs=[str(TEMPLATES)])
     if mathjax_url:
         exporter.mathjax_url = mathjax_url
@@ -255,7 +264,7 @@ lessons here; run them yourself with <code>make lab</code> to move the sliders.<
 
 def load_lesson(path: Path, execute_it: bool, kernel: str, timeout: int) -> tuple[nbformat.NotebookNode, dict]:
     """Read (and optionally execute) one lesson; return it with its record for the index."""
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     lesson = {"notebook": path.name, "html": path.with_suffix(".html").name,
               "title": lesson_title(nb, path.stem), "source_digest": source_digest(nb), "error": None}
     if execute_it:
