@@ -108,7 +108,8 @@ def lesson_title(nb: nbformat.NotebookNode, fallback: str) -> str:
     return fallback
 
 
-def read_notebook(path: Path) -> "nbformat.NotebookNode":  # noqa: F821
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """The notebook at `path`, as nbformat version 4."""
     import nbformat
 
     return nbformat.read(path, as_version=4)
