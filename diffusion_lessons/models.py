@@ -37,8 +37,8 @@ def build_digits_unet(seed: int | None = 0) -> "UNet2DModel":  # noqa: F821
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable numbers in a model."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters (learned numbers) in a model, frozen or not."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def predict_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int,
@@ -109,7 +109,7 @@ class TinyUNet(nn.Module):
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
         if class_labels is None:  # no label given: the unconditional (null) class
             class_labels = torch.full((x.shape[0],), NULL_LABEL, device=x.device)
-        emb = self.time_mlp(timestep_embedding(t, self.t_dim)) + self.class_emb(class_labels)
+        emb = self.time_mlp(timestep_embedding(t, self.t_dim).to(x.dtype)) + self.class_emb(class_labels)
         h, skips = self.conv_in(x), []
         for block, down in zip(self.down, self.downsample):
             h = block(h, emb)
