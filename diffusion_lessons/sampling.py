@@ -129,13 +129,19 @@ def ddpm_step(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: 
         raise ValueError(f"t_prev must satisfy -1 <= t_prev < t = {t}, got {t_prev}")
     abar_t = float(schedule.alphas_cumprod[t])
     abar_prev = float(schedule.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
+    return ddpm_update(x_t, eps, abar_t, abar_prev, t > 0, noise, generator)
+
+
+def ddpm_update(x_t: torch.Tensor, eps: torch.Tensor, abar_t: float, abar_prev: float, add_noise: bool,
+                noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> StepOutput:
+    """ddpm_step's formula given alpha_bar at t and at t_prev (1.0 after the last step); no checks."""
     alpha = abar_t / abar_prev                 # respaced: the product of alphas from t_prev + 1 to t
     beta = 1 - alpha
     x0 = (x_t - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)           # 1. predicted x0
     c0 = math.sqrt(abar_prev) * beta / (1 - abar_t)                         # 2. posterior mean coefficients
     ct = math.sqrt(alpha) * (1 - abar_prev) / (1 - abar_t)
     x_prev = c0 * x0 + ct * x_t
-    if t > 0:                                                               # 3. add noise, sd sqrt(beta_tilde)
+    if add_noise:                                                           # 3. add noise, sd sqrt(beta_tilde)
         noise = _randn_like(x_t, generator) if noise is None else noise
         x_prev = x_prev + math.sqrt((1 - abar_prev) / (1 - abar_t) * beta) * noise
     return StepOutput(x_prev, x0)
@@ -157,6 +163,12 @@ def ddim_step(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: 
         raise ValueError(f"t_prev must be smaller than t = {t} (negative for the last step), got {t_prev}")
     abar_t = float(schedule.alphas_cumprod[t])
     abar_prev = float(schedule.alphas_cumprod[int(t_prev)]) if t_prev >= 0 else 1.0
+    return ddim_update(x_t, eps, abar_t, abar_prev, eta, noise, generator)
+
+
+def ddim_update(x_t: torch.Tensor, eps: torch.Tensor, abar_t: float, abar_prev: float, eta: float = 0.0,
+                noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> StepOutput:
+    """ddim_step's formula given alpha_bar at t and at t_prev (1.0 after the last step); no checks."""
     x0 = (x_t - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)                        # 1. predicted x0
     sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))  # 2. sigma_t(eta)
     direction = math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps                     # 3. points to x_t
@@ -279,16 +291,17 @@ def _start_noise(model, batch: int, x_T, generator, device, dtype) -> torch.Tens
 def _run(model, schedule, x, labels_in, timesteps, sampler, eta, scale, phi, generator, progress):
     """The loop itself: predict eps (one batched pass), step, repeat. No host syncs inside."""
     t_device = torch.tensor(timesteps, device=x.device)      # timesteps on the device, once
+    abar = schedule.alphas_cumprod.tolist() + [1.0]          # abar[-1] = 1: after the last step
     t_prevs = timesteps[1:] + [-1]
     two_branches = labels_in.shape[0] != x.shape[0]
     for i in tqdm(range(len(timesteps)), desc=sampler, disable=not progress, leave=False):
         t, t_prev = timesteps[i], t_prevs[i]
         x_in = torch.cat([x, x]) if two_branches else x
         eps = guidance.combine_branches(predict_eps(model, x_in, t_device[i], labels_in), scale, phi)
-        if sampler == "ddim":
-            x_prev, x0 = ddim_step(schedule, x, eps, t, t_prev, eta=eta, generator=generator)
+        if sampler == "ddim":   # ddim_step / ddpm_step without their per-call checks
+            x_prev, x0 = ddim_update(x, eps, abar[t], abar[t_prev], eta, generator=generator)
         else:
-            x_prev, x0 = ddpm_step(schedule, x, eps, t, generator=generator, t_prev=t_prev)
+            x_prev, x0 = ddpm_update(x, eps, abar[t], abar[t_prev], t > 0, generator=generator)
         yield SampleState(i, t, x, x0)
         x = x_prev
     yield SampleState(len(timesteps), -1, x, x)

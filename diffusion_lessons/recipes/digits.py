@@ -45,11 +45,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="training steps (overrides the profile)")
     parser.add_argument("--out", type=Path, default=ROOT / "digits", help="output folder")
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--eval-per-label", type=int, default=EVAL["per_label"],
+                        help="samples per digit for the quality record (default 20; fewer for a smoke test)")
     args = parser.parse_args(argv)
     args.profile = args.profile or run_profile()
     args.steps = args.steps if args.steps is not None else STEPS[args.profile]
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
+    if args.eval_per_label < 2:
+        parser.error(f"--eval-per-label must be >= 2 (diversity needs pairs), got {args.eval_per_label}")
     return args
 
 
@@ -75,14 +79,14 @@ def hardware(device: torch.device) -> str:
     return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
-def measure(model: torch.nn.Module, scheduler, seed: int) -> dict:
+def measure(model: torch.nn.Module, scheduler, seed: int, per_label: int = EVAL["per_label"]) -> dict:
     """Fidelity and within-class diversity at each evaluated guidance scale, with the package's classifier."""
     classifier = train_digit_classifier(DIGITS_SIZE)
     quality = dict(classifier="RBF SVM on pixels (evaluation.train_digit_classifier)",
                    classifier_held_out_accuracy=round(classifier.held_out_accuracy, 4),
-                   sampler=EVAL["sampler"], sampling_steps=EVAL["steps"], per_label=EVAL["per_label"])
+                   sampler=EVAL["sampler"], sampling_steps=EVAL["steps"], per_label=per_label)
     for scale in EVAL["scales"]:
-        result = evaluate_digits_model(model, scheduler, per_label=EVAL["per_label"], steps=EVAL["steps"],
+        result = evaluate_digits_model(model, scheduler, per_label=per_label, steps=EVAL["steps"],
                                        guidance_scale=scale, seed=seed, classifier=classifier,
                                        sampler=EVAL["sampler"])
         quality[f"guidance_{scale:g}"] = dict(fidelity=round(result["fidelity"], 4),
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.save_pretrained(args.out / "unet", safe_serialization=True)
     scheduler.save_pretrained(args.out / "scheduler")
     start = time.perf_counter()
-    quality = measure(model, scheduler, args.seed)
+    quality = measure(model, scheduler, args.seed, args.eval_per_label)
     tail = losses[-min(100, len(losses)):]
     record = dict(
         model="digits", command=f"python -m diffusion_lessons.train digits --profile {args.profile} "
