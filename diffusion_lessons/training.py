@@ -118,7 +118,7 @@ def fit(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = 
     if ema is not None:
         ema.model.to(device)
     data = x0.to(device)
-    labels = labels.cpu() if labels is not None else None   # dropout is drawn on the CPU
+    labels = labels.long().cpu() if labels is not None else None   # dropout is drawn on the CPU
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     lr_scheduler = cosine_lr(optimizer, steps)
