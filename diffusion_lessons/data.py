@@ -88,3 +88,141 @@ def load_digits(split: str = "train", size: int = DIGITS_SIZE) -> tuple[torch.Te
 
 
 # ---- captioned shapes: generated RGB images with captions (lessons 06-07) ----
+# One upright, axis-aligned shape per image. Geometry is in pixels: centre (cx, cy) and half-extent r
+# (the shape fits the square [cx - r, cx + r] x [cy - r, cy + r]; y grows downwards, as in images).
+
+from dataclasses import dataclass  # noqa: E402  (kept inside this section)
+
+SHAPES = ("circle", "square", "triangle")
+COLORS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0), "yellow": (1.0, 1.0, 0.0)}
+BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}  # RGB in [0, 1]
+SIZES = {"small": (0.12, 0.17), "medium": (0.19, 0.25), "large": (0.28, 0.34)}  # r / image side
+POSITIONS = ("at the top left", "at the top", "at the top right", "on the left", "in the center",
+             "on the right", "at the bottom left", "at the bottom", "at the bottom right")  # 3x3, row-major
+CAPTION_STYLES = {"plain": 0.4, "size": 0.2, "position": 0.2, "both": 0.2}  # "mixed" draws with these odds
+MARGIN = 0.03  # gap between the shape and the image border, as a fraction of the side
+
+
+@dataclass
+class ShapesData:
+    """Generated images (B, 3, H, W) in [-1, 1], their captions, attribute names and geometry (B, 3):
+    cx, cy, r in pixels. attributes[i] has keys shape, color, background, size, position."""
+
+    images: torch.Tensor
+    captions: list[str]
+    attributes: list[dict[str, str]]
+    geometry: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def shape_caption(shape: str, color: str, background: str, size: str | None = None,
+                  position: str | None = None) -> str:
+    """'a [size] color shape [position] on a background background', e.g. 'a red circle on a white background'."""
+    for name, value, allowed in (("shape", shape, SHAPES), ("color", color, tuple(COLORS)),
+                                 ("background", background, tuple(BACKGROUNDS)),
+                                 ("size", size, (None, *SIZES)), ("position", position, (None, *POSITIONS))):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    words = ["a", size, color, shape, position, "on a", background, "background"]
+    return " ".join(w for w in words if w)
+
+
+def parse_caption(caption: str) -> dict[str, str | None]:
+    """The attributes a caption names (None where it names none): shape, color, background, size, position."""
+    if not isinstance(caption, str):
+        raise ValueError(f"caption must be a string, got {type(caption).__name__}")
+    text = " " + " ".join(caption.lower().split()) + " "
+    found = lambda names: next((n for n in names if f" {n} " in text), None)  # noqa: E731
+    background = next((b for b in BACKGROUNDS if f" {b} background " in text), None)
+    color = next((c for c in COLORS if f" {c} " in text.replace(f" {background} background ", " ")), None)
+    return dict(shape=found(SHAPES), color=color, background=background, size=found(SIZES),
+                position=found(sorted(POSITIONS, key=len, reverse=True)))
+
+
+def shape_prompts() -> list[str]:
+    """The 24 plain prompts, every color x shape x background (the adherence prompt set)."""
+    return [shape_caption(s, c, b) for b in BACKGROUNDS for c in COLORS for s in SHAPES]
+
+
+def shape_coverage(shape_idx: torch.Tensor, geometry: torch.Tensor, image_size: int,
+                   supersample: int = 4) -> torch.Tensor:
+    """Fraction of each pixel that the shape covers, (B, H, W) in [0, 1] (anti-aliased by supersampling).
+
+    shape_idx: (B,) indices into SHAPES; geometry: (B, 3) rows cx, cy, r in pixels."""
+    k = supersample
+    grid = (torch.arange(image_size * k, dtype=torch.float32) + 0.5) / k
+    inside = torch.zeros(len(shape_idx), image_size * k, image_size * k, dtype=torch.bool)
+    for s in range(len(SHAPES)):  # each image is tested against its own shape only
+        sel = shape_idx == s
+        cx, cy, r = (geometry[sel, i, None, None].float() for i in range(3))
+        dx, dy = grid[None, None, :] - cx, grid[None, :, None] - cy
+        if s == 0:  # circle
+            inside[sel] = dx**2 + dy**2 <= r**2
+        elif s == 1:  # square
+            inside[sel] = (dx.abs() <= r) & (dy.abs() <= r)
+        else:  # triangle: apex (cx, cy - r), base on the line y = cy + r
+            inside[sel] = (dy <= r) & (dx.abs() <= (dy + r) / 2)
+    return inside.float().reshape(-1, image_size, k, image_size, k).mean(dim=(2, 4))
+
+
+def render_shapes(shape_idx: torch.Tensor, color_idx: torch.Tensor, background_idx: torch.Tensor,
+                  geometry: torch.Tensor, image_size: int = 32) -> torch.Tensor:
+    """Images (B, 3, H, W) in [-1, 1]: background blended with the shape color by its coverage."""
+    palette = torch.tensor(list(COLORS.values()))
+    backdrop = torch.tensor(list(BACKGROUNDS.values()))
+    out = []
+    for s in range(0, len(shape_idx), 512):  # chunks keep the supersampled masks small
+        alpha = shape_coverage(shape_idx[s:s + 512], geometry[s:s + 512], image_size)[:, None]
+        fg = palette[color_idx[s:s + 512]][:, :, None, None]
+        bg = backdrop[background_idx[s:s + 512]][:, :, None, None]
+        out.append(bg + alpha * (fg - bg))
+    return torch.cat(out) * 2 - 1
+
+
+def place_shapes(size_idx: torch.Tensor, position_idx: torch.Tensor, image_size: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Geometry (B, 3) for named sizes and 3x3 positions: r drawn inside its size band, the centre
+    inside the position's third of the range where the shape fits (so 'top left' = as far as fits)."""
+    n = len(size_idx)
+    u = torch.rand(n, 3, generator=generator)
+    bands = torch.tensor(list(SIZES.values()))[size_idx]
+    r = (bands[:, 0] + u[:, 0] * (bands[:, 1] - bands[:, 0])) * image_size
+    lo = r + MARGIN * image_size
+    hi = image_size - lo
+    row, col = position_idx // 3, position_idx % 3
+    cx = lo + (col + u[:, 1]) / 3 * (hi - lo)
+    cy = lo + (row + u[:, 2]) / 3 * (hi - lo)
+    return torch.stack([cx, cy, r], dim=1)
+
+
+def make_shapes(n: int, image_size: int = 32, caption_style: str = "mixed",
+                generator: torch.Generator | None = None) -> ShapesData:
+    """n captioned shape images (lessons 06-07); the same generator seed gives the same data.
+
+    caption_style: 'mixed' (odds in CAPTION_STYLES) or one of 'plain', 'size', 'position', 'both'."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+        raise ValueError(f"image_size must be an int >= 16, got {image_size!r}")
+    if caption_style not in ("mixed", *CAPTION_STYLES):
+        raise ValueError(f"caption_style must be 'mixed' or one of {tuple(CAPTION_STYLES)}, got {caption_style!r}")
+    counts = (len(SHAPES), len(COLORS), len(BACKGROUNDS), len(SIZES), len(POSITIONS))
+    shape, color, back, size, pos = (torch.randint(0, c, (n,), generator=generator) for c in counts)
+    geometry = place_shapes(size, pos, image_size, generator)
+    odds = torch.tensor(list(CAPTION_STYLES.values()))
+    styles = (torch.multinomial(odds, n, replacement=True, generator=generator) if caption_style == "mixed"
+              else torch.full((n,), list(CAPTION_STYLES).index(caption_style)))
+    attributes, captions = [], []
+    rows = zip(*(v.tolist() for v in (shape, color, back, size, pos, styles)))
+    for i_shape, i_color, i_back, i_size, i_pos, i_style in rows:
+        a = dict(shape=SHAPES[i_shape], color=list(COLORS)[i_color], background=list(BACKGROUNDS)[i_back],
+                 size=list(SIZES)[i_size], position=POSITIONS[i_pos])
+        style = list(CAPTION_STYLES)[i_style]
+        captions.append(shape_caption(a["shape"], a["color"], a["background"],
+                                      a["size"] if style in ("size", "both") else None,
+                                      a["position"] if style in ("position", "both") else None))
+        attributes.append(a)
+    images = render_shapes(shape, color, back, geometry, image_size)
+    return ShapesData(images, captions, attributes, geometry)

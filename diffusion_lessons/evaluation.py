@@ -120,3 +120,118 @@ def evaluate_digits_model(model: torch.nn.Module, schedule, per_label: int = 20,
                 images=images, labels=labels)
 
 # ---- captioned shapes ----
+# The reader is rule-based, "analysis by synthesis": background = the border's median color; shape
+# color = the palette color nearest the pixels far from the background; shape = whichever of the
+# three shapes, drawn by data.shape_coverage with the same area and centroid, best matches the pixels.
+
+import torch  # noqa: E402  (kept inside this section)
+
+from . import data as _data  # noqa: E402
+
+READ_KEYS = ("background", "color", "shape", "size", "position")
+
+
+def _nearest(colors: torch.Tensor, palette: dict) -> list[str]:
+    """Name of the palette color nearest (Euclidean, RGB in [0, 1]) to each row of colors (B, 3)."""
+    names, table = list(palette), torch.tensor(list(palette.values()))
+    return [names[i] for i in torch.cdist(colors.float(), table).argmin(dim=1).tolist()]
+
+
+def _harden(alpha: torch.Tensor) -> torch.Tensor:
+    """Coverage pushed towards 0 or 1 (0.25 -> 0, 0.75 -> 1): faint noise and soft edges count less."""
+    return ((alpha - 0.25) / 0.5).clamp(0, 1)
+
+
+def _fit_shapes(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a coverage map (B, H, W): best shape index (B,) and its geometry (B, 3), matching area and centroid."""
+    b, size = alpha.shape[0], alpha.shape[-1]
+    grid = torch.arange(size, dtype=torch.float32) + 0.5
+    mass = alpha.sum(dim=(1, 2)).clamp_min(1e-6)
+    mx, my = (alpha * grid[None, None, :]).sum((1, 2)) / mass, (alpha * grid[None, :, None]).sum((1, 2)) / mass
+    r = torch.stack([(mass / torch.pi).sqrt(), (mass / 4).sqrt(), (mass / 2).sqrt()], 1)  # circle, square, triangle
+    cy = torch.stack([my, my, my - r[:, 2] / 3], 1)  # a triangle's centroid lies r / 3 below its box centre
+    geometry = torch.stack([mx[:, None].expand(b, 3), cy, r], dim=2).reshape(3 * b, 3)
+    drawn = _data.shape_coverage(torch.arange(3).repeat(b), geometry, size)[:, None]
+    blurred = torch.nn.functional.avg_pool2d(drawn, 3, stride=1, padding=1, count_include_pad=False)
+    drawn = torch.cat([drawn, blurred], dim=1).reshape(b, 3, 2, size, size)  # sharp and softened templates
+    err = ((_harden(drawn) - _harden(alpha)[:, None, None]) ** 2).sum(dim=(3, 4)).amin(dim=2)
+    best = err.argmin(dim=1)
+    return best, geometry.reshape(b, 3, 3)[torch.arange(b), best]
+
+
+def _name_place(geometry: torch.Tensor, size: int) -> tuple[list[str], list[str]]:
+    """Size band and 3x3 position name for each fitted geometry (the inverse of data.place_shapes)."""
+    cx, cy, r = geometry.unbind(1)
+    mids = torch.tensor([sum(b) / 2 for b in _data.SIZES.values()]) * size
+    sizes = [list(_data.SIZES)[i] for i in (r[:, None] - mids).abs().argmin(1).tolist()]
+    lo = r + _data.MARGIN * size
+    third = lambda c: ((c - lo) / (size - 2 * lo).clamp_min(1e-6) * 3).floor().clamp(0, 2).long()  # noqa: E731
+    return sizes, [_data.POSITIONS[i] for i in (3 * third(cy) + third(cx)).tolist()]
+
+
+@torch.no_grad()
+def read_shapes(images: torch.Tensor) -> list[dict[str, str | None]]:
+    """Read each image (B, 3, H, W) in [-1, 1]: dict of background, color, shape, size, position.
+
+    Where no pixel differs from the background by at least 0.5 (RGB in [0, 1]) only background is named."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a tensor (B, 3, H, W) in [-1, 1], got {getattr(images, 'shape', images)}")
+    p = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2
+    border = torch.cat([p[:, :, 0], p[:, :, -1], p[:, :, :, 0], p[:, :, :, -1]], dim=2)
+    bg = border.median(dim=2).values
+    far = (p - bg[:, :, None, None]).norm(dim=1) > 0.5
+    fg = torch.stack([p[i].permute(1, 2, 0)[far[i]].median(0).values if far[i].any() else bg[i]
+                      for i in range(len(p))])
+    d = fg - bg
+    alpha = (((p - bg[:, :, None, None]) * d[:, :, None, None]).sum(1) / (d * d).sum(1).clamp_min(1e-6)[:, None, None])
+    best, geometry = _fit_shapes(_harden(alpha))
+    sizes, places = _name_place(geometry, images.shape[-1])
+    reads = []
+    for i, (background, color) in enumerate(zip(_nearest(bg, _data.BACKGROUNDS), _nearest(fg, _data.COLORS))):
+        found = bool(far[i].any())
+        reads.append(dict(background=background, color=color if found else None,
+                          shape=_data.SHAPES[best[i]] if found else None,
+                          size=sizes[i] if found else None, position=places[i] if found else None))
+    return reads
+
+
+def read_accuracy(reads: list[dict], wanted: list[dict]) -> dict[str, float]:
+    """Fraction of reads that match `wanted` for each attribute (only where wanted names it), and 'all'
+    (background, color and shape all right). Also 'n': how many images."""
+    if len(reads) != len(wanted):
+        raise ValueError(f"reads and wanted must have the same length, got {len(reads)} and {len(wanted)}")
+    out: dict[str, float] = {}
+    for key in READ_KEYS:
+        pairs = [(r[key], w[key]) for r, w in zip(reads, wanted) if w.get(key) is not None]
+        if pairs:
+            out[key] = sum(a == b for a, b in pairs) / len(pairs)
+    out["all"] = sum(all(r[k] == w[k] for k in READ_KEYS[:3]) for r, w in zip(reads, wanted)) / max(len(reads), 1)
+    out["n"] = len(reads)
+    return out
+
+
+def reader_accuracy(shapes: "_data.ShapesData") -> dict[str, float]:
+    """How well the reader names clean generated images (should be about 1.0 for every attribute)."""
+    return read_accuracy(read_shapes(shapes.images), shapes.attributes)
+
+
+def prompt_adherence(source, prompts: list[str], images_per_prompt: int = 4,
+                     generator: torch.Generator | None = None, **pipe_kwargs) -> dict[str, float]:
+    """Per-attribute accuracy of generated images against what their prompts ask (lesson 07).
+
+    source: a StableDiffusionPipeline (called on the prompts with pipe_kwargs, images_per_prompt each)
+    or images (B, 3, H, W) in [-1, 1] with one prompt per image."""
+    from . import t2i
+
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+    if isinstance(source, torch.Tensor):
+        images, asked = source, list(prompts)
+    else:
+        chunks = [prompts[i:i + 24] for i in range(0, len(prompts), 24)]
+        images = torch.cat([t2i.pipeline_images(source, c, generator, images_per_prompt, **pipe_kwargs).cpu()
+                            for c in chunks])
+        asked = [p for p in prompts for _ in range(images_per_prompt)]
+    if len(images) != len(asked):
+        raise ValueError(f"images must hold one image per prompt ({len(asked)}), got {len(images)}")
+    return read_accuracy(read_shapes(images), [_data.parse_caption(p) for p in asked])

@@ -121,3 +121,39 @@ class TinyUNet(nn.Module):
         return self.conv_out(h)
 
 # ---- latents and text: AutoencoderKL and UNet2DConditionModel (lessons 06-07) ----
+
+SHAPES_VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, sample_size=32, latent_channels=4,
+    block_out_channels=(32, 64, 64),          # 32x32 -> 16x16 -> 8x8: downsampling factor 4
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    layers_per_block=1, norm_num_groups=32,
+)
+SHAPES_UNET_CONFIG = dict(
+    sample_size=8, in_channels=4, out_channels=4,    # 4x8x8 latents = a 32x32 image through the VAE
+    block_out_channels=(64, 128),                   # 8x8 -> 4x4
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),  # cross-attention to the words at 8x8
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),        # ... and in the middle block at 4x4
+    layers_per_block=1, cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32,
+)
+
+
+def build_shapes_vae(seed: int | None = 0) -> "AutoencoderKL":  # noqa: F821
+    """The diffusers AutoencoderKL of lesson 06 (about 0.95 M parameters): 3x32x32 <-> 4x8x8."""
+    from diffusers import AutoencoderKL
+
+    with torch.random.fork_rng():
+        if seed is not None:
+            torch.manual_seed(seed)
+        return AutoencoderKL(**SHAPES_VAE_CONFIG)
+
+
+def build_shapes_unet(seed: int | None = 0) -> "UNet2DConditionModel":  # noqa: F821
+    """The text-conditioned diffusers UNet2DConditionModel of lesson 07 (about 3.15 M parameters):
+    eps_theta(z_t, t, text embeddings) on 4x8x8 latents, 64-wide text embeddings."""
+    from diffusers import UNet2DConditionModel
+
+    with torch.random.fork_rng():
+        if seed is not None:
+            torch.manual_seed(seed)
+        return UNet2DConditionModel(**SHAPES_UNET_CONFIG)

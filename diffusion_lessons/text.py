@@ -1,0 +1,114 @@
+"""From words to numbers, lesson 07: a word-level tokenizer and a small CLIP text encoder.
+
+The tokenizer (Hugging Face `tokenizers`, WordLevel) lowercases the prompt, drops punctuation,
+splits it into words and maps each word to an id; a word it never saw becomes [UNK]. It adds
+[BOS] and [EOS] around the words and pads with [PAD] to MAX_LENGTH ids, the way
+StableDiffusionPipeline calls it. The CLIPTextModel turns the ids into one 64-number embedding
+per position; the U-Net attends to all of them through cross-attention.
+
+Documented behaviour for awkward prompts (what StableDiffusionPipeline does with them):
+- empty prompt "": just [BOS] [EOS] and padding, the same ids as the unconditional prompt of
+  classifier-free guidance, so it gives an unconditional sample;
+- unknown words: each becomes [UNK] (the model was never trained on it, so it adds nothing useful);
+- too long: cut to MAX_LENGTH ids ([EOS] last), and the pipeline logs a warning with the dropped words.
+`prompt_problems` names these cases, and diffusion_lessons.t2i.generate warns with its message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .data import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")  # ids 0, 1, 2, 3
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
+MAX_LENGTH = 20  # ids per prompt, [BOS] and [EOS] included; the longest caption has 14
+TEXT_ENCODER_CONFIG = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                           max_position_embeddings=MAX_LENGTH, projection_dim=64)
+
+
+def caption_words() -> list[str]:
+    """Every word of the captioned-shapes captions, in a fixed order (the vocabulary after the specials)."""
+    phrases = ["a on background", *SIZES, *COLORS, *SHAPES, *POSITIONS, *BACKGROUNDS]
+    words: list[str] = []
+    for phrase in phrases:
+        words += [w for w in phrase.split() if w not in words]
+    return words
+
+
+def build_tokenizer(words: list[str] | None = None, max_length: int = MAX_LENGTH):
+    """A word-level tokenizer wrapped as a transformers PreTrainedTokenizerFast (save_pretrained works)."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = caption_words() if words is None else list(words)
+    if len(set(words)) != len(words) or set(words) & set(SPECIAL_TOKENS):
+        raise ValueError("words must be distinct and must not contain the special tokens")
+    vocab = {w: i for i, w in enumerate([*SPECIAL_TOKENS, *words])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(Regex(r"[^\w\s]"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", BOS_ID), ("[EOS]", EOS_ID)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="[BOS]", eos_token="[EOS]",
+                                   unk_token="[UNK]", pad_token="[PAD]", model_max_length=max_length)
+
+
+def save_tokenizer(tokenizer, folder: str | Path) -> None:
+    """save_pretrained, recording the class as PreTrainedTokenizerFast (loads with transformers 4 and 5)."""
+    tokenizer.save_pretrained(folder)
+    path = Path(folder) / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def build_text_encoder(tokenizer, seed: int | None = 0):
+    """A small transformers CLIPTextModel (hidden 64, 2 layers, about 0.1 M parameters) for `tokenizer`."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                            **{**TEXT_ENCODER_CONFIG, "max_position_embeddings": tokenizer.model_max_length})
+    with torch.random.fork_rng():
+        if seed is not None:
+            torch.manual_seed(seed)
+        return CLIPTextModel(config)
+
+
+def tokenize(tokenizer, prompts: str | list[str]) -> torch.Tensor:
+    """Token ids (B, max_length), exactly as StableDiffusionPipeline makes them: padded, truncated."""
+    prompts = _check_prompts(prompts)
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids
+
+
+def encode_prompts(tokenizer, text_encoder, prompts: str | list[str]) -> torch.Tensor:
+    """Text embeddings (B, max_length, hidden): the CLIPTextModel's last hidden state, no attention mask."""
+    ids = tokenize(tokenizer, prompts).to(text_encoder.device)
+    return text_encoder(ids)[0]
+
+
+def prompt_problems(tokenizer, prompt: str) -> list[str]:
+    """What the model will not see as written: unknown words (-> [UNK]) and words cut off by the length limit."""
+    (prompt,) = _check_prompts(prompt)
+    words = tokenizer.backend_tokenizer.normalizer.normalize_str(prompt).split()
+    problems = []
+    unknown = [w for w in words if w not in tokenizer.get_vocab()]
+    if unknown:
+        problems.append(f"unknown words become [UNK]: {', '.join(repr(w) for w in unknown)}")
+    room = tokenizer.model_max_length - 2
+    if len(words) > room:
+        problems.append(f"the prompt has {len(words)} words but only {room} fit; dropped: {' '.join(words[room:])!r}")
+    return problems
+
+
+def _check_prompts(prompts: str | list[str]) -> list[str]:
+    if isinstance(prompts, str):
+        return [prompts]
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompts must be a string or a non-empty list of strings, got {prompts!r}")
+    return list(prompts)
