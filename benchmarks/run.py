@@ -122,14 +122,15 @@ def training_rows(device, seconds: float = 15.0, batch_size: int = 128) -> list[
 
 
 def bench_function(module) -> Callable[..., dict] | None:
-    for name in BENCH_FUNCTIONS:
+    """The module's function named like the module (bench_sampling.bench_sampling), else run() & co."""
+    for name in (module.__name__.rsplit(".", 1)[-1], *BENCH_FUNCTIONS):
         if callable(getattr(module, name, None)):
             return getattr(module, name)
     return None
 
 
 def module_rows(name: str, title: str, device) -> list[Row]:
-    """Rows from benchmarks/NAME.py: its run()/benchmark() returns a dict of figures."""
+    """Rows from benchmarks/NAME.py: its function NAME() (or run()) returns a dict of figures."""
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -138,7 +139,7 @@ def module_rows(name: str, title: str, device) -> list[Row]:
         return [(title, f"not available yet (benchmarks/{name}.py)")]
     function = bench_function(module)
     if function is None:
-        return [(title, f"not available yet (benchmarks/{name}.py has none of {', '.join(BENCH_FUNCTIONS)})")]
+        return [(title, f"not available yet (benchmarks/{name}.py defines neither {name}() nor run())")]
     kwargs = {"device": device} if "device" in inspect.signature(function).parameters else {}
     return flatten(title, function(**kwargs))
 
