@@ -183,7 +183,8 @@ def read_shapes(images: torch.Tensor) -> list[dict[str, str | None]]:
     fg = torch.stack([p[i].permute(1, 2, 0)[far[i]].median(0).values if far[i].any() else bg[i]
                       for i in range(len(p))])
     d = fg - bg
-    alpha = (((p - bg[:, :, None, None]) * d[:, :, None, None]).sum(1) / (d * d).sum(1).clamp_min(1e-6)[:, None, None])
+    d2 = (d * d).sum(1).clamp_min(1e-6)
+    alpha = ((p - bg[:, :, None, None]) * d[:, :, None, None]).sum(1) / d2[:, None, None]  # 0 = bg, 1 = fg
     best, geometry = _fit_shapes(_harden(alpha))
     sizes, places = _name_place(geometry, images.shape[-1])
     reads = []

@@ -85,11 +85,12 @@ def generate_steps(pipe, prompt: str | list[str], num_inference_steps: int = DEF
     if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
     device, scheduler, unet = pipe.unet.device, pipe.scheduler, pipe.unet
-    cond = text.encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)
-    cond = cond.repeat_interleave(num_images_per_prompt, dim=0)
-    guided = guidance_scale > 1.0
-    emb = torch.cat([text.encode_prompts(pipe.tokenizer, pipe.text_encoder, [""] * len(cond)), cond]) if guided else cond
-    shape = (len(cond), unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    emb = text.encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)
+    emb = emb.repeat_interleave(num_images_per_prompt, dim=0)
+    n, guided = len(emb), guidance_scale > 1.0
+    if guided:  # the unconditional (empty-prompt) embeddings first, as the pipeline orders them
+        emb = torch.cat([text.encode_prompts(pipe.tokenizer, pipe.text_encoder, [""] * n), emb])
+    shape = (n, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     z = torch.randn(shape, generator=generator, device=generator.device if generator else device).to(device)
     scheduler.set_timesteps(num_inference_steps, device=device)
     z = z * scheduler.init_noise_sigma

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -56,13 +57,24 @@ def cosine_lr(step: int, steps: int, lr: float = LR, warmup: int = WARMUP) -> fl
     return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
 
 
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what platform reports, with the core count."""
+    name = platform.processor() or "cpu"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        name = lines[0].split(":", 1)[1].strip() if lines else name
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def environment(dev: torch.device) -> dict:
     """Hardware and library versions for the recipe record."""
     import diffusers
     import transformers
 
-    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or 'cpu'}"
-    return dict(device=str(dev), hardware=hardware, cpu_threads=torch.get_num_threads(), python=platform.python_version(),
+    hardware = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
+    return dict(device=str(dev), hardware=hardware, cpu_threads=torch.get_num_threads(),
+                python=platform.python_version(),
                 torch=torch.__version__, diffusers=diffusers.__version__, transformers=transformers.__version__)
 
 

@@ -1,0 +1,153 @@
+"""Lesson 07's StableDiffusionPipeline: it saves and loads with diffusers alone, the hand-written loop
+gives the pipeline's images, the package loads it by name, awkward prompts behave as documented.
+
+Untrained parts with the shipped configurations stand in where the shipped model is absent."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from diffusion_lessons import data, evaluation, models, pretrained, t2i, text
+
+PROMPTS = ["a red circle on a white background", "a small blue square at the top left on a black background"]
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """An untrained pipeline from the book's builders, saved like the recipe saves it."""
+    tokenizer = text.build_tokenizer()
+    pipe = t2i.assemble_pipeline(models.build_shapes_vae(seed=0), tokenizer,
+                                 text.build_text_encoder(tokenizer, seed=0), models.build_shapes_unet(seed=0))
+    folder = tmp_path_factory.mktemp("shapes-t2i")
+    t2i.save_pipeline(pipe, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipe(saved):
+    from diffusers import StableDiffusionPipeline
+
+    loaded = StableDiffusionPipeline.from_pretrained(saved)  # plain diffusers, no extra arguments
+    loaded.set_progress_bar_config(disable=True)
+    return loaded
+
+
+def test_saved_layout(saved):
+    index = json.loads((saved / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["tokenizer"] == ["transformers", "PreTrainedTokenizerFast"]
+    assert index["safety_checker"] == [None, None] and index["requires_safety_checker"] is False
+    files = {p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file()}
+    assert {"vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors",
+            "text_encoder/model.safetensors", "tokenizer/tokenizer.json", "scheduler/scheduler_config.json"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".ckpt")) for f in files)
+
+
+def test_pipeline_defaults_make_32x32_images(pipe):
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler" and pipe.vae_scale_factor == 4
+    x = t2i.pipeline_images(pipe, PROMPTS[:1], gen(0), num_inference_steps=2)
+    assert x.shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 7.5])
+def test_hand_written_loop_equals_the_pipeline(pipe, guidance_scale):
+    kw = dict(num_inference_steps=4, guidance_scale=guidance_scale, num_images_per_prompt=2)
+    ours = t2i.generate(pipe, PROMPTS, generator=gen(11), **kw)
+    theirs = t2i.pipeline_images(pipe, PROMPTS, gen(11), **kw)
+    assert ours.shape == (4, 3, 32, 32)
+    torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=0)
+
+
+def test_generate_steps_yields_every_step(pipe):
+    states = list(t2i.generate_steps(pipe, PROMPTS[0], num_inference_steps=3, generator=gen(0)))
+    assert [s["t"] for s in states] == pipe.scheduler.timesteps.tolist()
+    assert all(s["z_t"].shape == s["z0_pred"].shape == (1, 4, 8, 8) for s in states)
+
+
+def test_empty_prompt_is_an_unconditional_sample(pipe):
+    # "" has the ids of the guidance's unconditional prompt, so guidance changes nothing
+    guided = t2i.generate(pipe, "", num_inference_steps=3, guidance_scale=7.5, generator=gen(3))
+    plain = t2i.generate(pipe, "", num_inference_steps=3, guidance_scale=1.0, generator=gen(3))
+    torch.testing.assert_close(guided, plain, atol=1e-4, rtol=0)
+
+
+def test_unknown_words_warn_and_act_as_unk(pipe):
+    with pytest.warns(UserWarning, match="unknown words become \\[UNK\\]: 'zebra'"):
+        zebra = t2i.generate(pipe, "a red zebra on a white background", num_inference_steps=2, generator=gen(1))
+    with pytest.warns(UserWarning, match="'horse'"):
+        horse = t2i.generate(pipe, "a red horse on a white background", num_inference_steps=2, generator=gen(1))
+    torch.testing.assert_close(zebra, horse, atol=1e-6, rtol=0)
+
+
+def test_too_long_prompt_warns_and_is_cut(pipe):
+    long = PROMPTS[1] + " and a large red circle in the center on a white background"
+    with pytest.warns(UserWarning, match="only 18 fit"):
+        cut = t2i.generate(pipe, long, num_inference_steps=2, generator=gen(2))
+    kept = " ".join(long.split()[:18])
+    with pytest.warns(UserWarning, match="'and'"):  # the kept part still holds a word the model never saw
+        torch.testing.assert_close(cut, t2i.generate(pipe, kept, num_inference_steps=2, generator=gen(2)))
+
+
+def test_bad_arguments(pipe):
+    with pytest.raises(ValueError, match="prompt must be"):
+        t2i.generate(pipe, 42)
+    with pytest.raises(ValueError, match="prompt must be"):
+        t2i.generate(pipe, [])
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        t2i.generate(pipe, "a red circle", num_inference_steps=0)
+
+
+def test_load_pretrained_by_name_with_this_layout(saved, monkeypatch):
+    import shutil
+
+    root = saved.parent / "root"
+    if not root.exists():
+        shutil.copytree(saved, root / "shapes-t2i")
+    monkeypatch.setattr(pretrained, "ROOT", root)
+    vae = pretrained.load_pretrained("vae", device="cpu")
+    tokenizer, encoder = pretrained.load_pretrained("text", device="cpu")
+    pipe = pretrained.load_pretrained("shapes-t2i", device="cpu")
+    assert type(vae).__name__ == "AutoencoderKL" and type(encoder).__name__ == "CLIPTextModel"
+    assert tokenizer("a red circle").input_ids[0] == text.BOS_ID
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+
+
+def shipped_pipeline():
+    try:
+        folder = pretrained.pretrained_path("shapes-t2i")
+    except FileNotFoundError as err:
+        pytest.skip(f"shipped text-to-image model absent ({err})")
+    if not (folder / "model_index.json").is_file():
+        pytest.skip(f"{folder} holds no pipeline yet: run python -m diffusion_lessons.train shapes-t2i")
+    return folder
+
+
+def test_shipped_pipeline_loads_offline_and_follows_prompts(monkeypatch):
+    from diffusers import StableDiffusionPipeline
+
+    folder = shipped_pipeline()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = data.shape_prompts()[::4]  # 6 of the 24, both backgrounds, all shapes and colors
+    x = t2i.pipeline_images(pipe, prompts, gen(0), num_inference_steps=25)
+    torch.testing.assert_close(t2i.generate(pipe, prompts, 25, generator=gen(0)), x, atol=2e-5, rtol=0)
+    acc = evaluation.prompt_adherence(x, prompts)
+    assert acc["background"] == 1.0 and acc["color"] >= 5 / 6 and acc["shape"] >= 4 / 6
+
+
+def test_shipped_recipe_record():
+    shipped_pipeline()
+    record = pretrained.load_recipe("shapes-t2i")
+    for key in ("data", "seed", "steps", "batch_size", "lr", "wall_seconds", "hardware", "torch", "diffusers",
+                "final_loss", "quality"):
+        assert key in record, key
+    size = sum(f.stat().st_size for f in pretrained.ROOT.joinpath("shapes-t2i").rglob("*") if f.is_file())
+    assert size < 25 * 2**20, f"shipped files take {size / 2**20:.1f} MB"
+    assert os.path.isfile(pretrained.ROOT / "shapes-t2i" / "recipe-vae.json")
