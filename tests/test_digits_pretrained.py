@@ -64,6 +64,6 @@ def test_recorded_quality_meets_the_targets(recipe):
 def test_load_pretrained_and_the_weights_draw_digits():
     unet, scheduler = load_pretrained("digits", device="cpu")
     assert isinstance(unet, UNet2DModel) and isinstance(scheduler, DDIMScheduler)
-    result = evaluate_digits_model(unet, scheduler, per_label=2, steps=50, guidance_scale=3.0, seed=0)
+    result = evaluate_digits_model(unet, scheduler, per_label=2, steps=20, guidance_scale=1.0, seed=0)
     assert result["images"].shape == (20, 1, 16, 16) and torch.isfinite(result["images"]).all()
-    assert result["fidelity"] >= 0.85
+    assert result["fidelity"] >= 0.9  # 20 unguided samples, 20 DDIM steps: cheap, and still a real check
