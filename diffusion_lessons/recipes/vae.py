@@ -23,16 +23,17 @@ from .. import data, device as _device, evaluation, latents, models
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "pretrained" / "shapes-t2i"
 SETTINGS = {  # per run profile; --steps overrides steps
-    "quick": dict(steps=1200, batch_size=64, n_train=20000),
-    "full": dict(steps=6000, batch_size=128, n_train=50000),
+    "quick": dict(steps=1000, batch_size=64, n_train=20000),
+    "full": dict(steps=5000, batch_size=128, n_train=50000),
 }
 LR, WARMUP, KL_WEIGHT, N_TEST = 1e-3, 50, 1e-6, 1000
 
 
-def parse_args(argv: list[str] | None, description: str, settings: dict) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, name: str, description: str, settings: dict) -> argparse.Namespace:
     """--steps, --out, --profile, --seed, and one option per setting (--batch-size, --n-train, ...);
     settings left out come from the run profile (quick on a CPU, full on a GPU)."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(prog=f"python -m diffusion_lessons.train {name}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--profile", choices=_device.PROFILES, default=None,
                         help="quick (CPU) or full (GPU); default: diffusion_lessons.device.run_profile()")
@@ -117,7 +118,7 @@ def measure_vae(vae, test: data.ShapesData, dev: torch.device) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """Train, measure and save the VAE; returns the recipe record."""
-    args = parse_args(argv, __doc__, SETTINGS)
+    args = parse_args(argv, "vae", __doc__, SETTINGS)
     start, dev = time.time(), _device.pick_device()
     generator = _device.seed_everything(args.seed)
     train = data.make_shapes(args.n_train, generator=_device.make_generator(args.seed))
