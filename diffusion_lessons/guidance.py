@@ -23,7 +23,7 @@ from .data import NULL_LABEL, NUM_DIGIT_CLASSES
 from .models import predict_eps
 
 __all__ = ["NULL_LABEL", "check_labels", "drop_labels", "cfg_combine", "rescale_guidance",
-           "check_guidance", "branch_labels", "guided_eps"]
+           "check_guidance", "branch_labels", "combine_branches", "guided_eps"]
 
 
 def check_labels(labels: torch.Tensor | int | list, name: str = "labels") -> torch.Tensor:
