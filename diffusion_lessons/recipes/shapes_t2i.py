@@ -14,7 +14,6 @@ import copy
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
