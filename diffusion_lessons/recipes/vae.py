@@ -23,7 +23,7 @@ from .. import data, device as _device, evaluation, latents, models
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "pretrained" / "shapes-t2i"
 SETTINGS = {  # per run profile; --steps overrides steps
-    "quick": dict(steps=1000, batch_size=64, n_train=20000),
+    "quick": dict(steps=1200, batch_size=64, n_train=20000),
     "full": dict(steps=5000, batch_size=128, n_train=50000),
 }
 LR, WARMUP, KL_WEIGHT, N_TEST = 1e-3, 50, 1e-6, 1000
