@@ -19,9 +19,13 @@ RECIPES = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m diffusion_lessons.train", description=__doc__)
-    parser.add_argument("name", choices=sorted(RECIPES), help="which shipped model to train")
+    parser = argparse.ArgumentParser(prog="python -m diffusion_lessons.train", description=__doc__,
+                                     add_help=False)  # --help after NAME reaches the recipe's own parser
+    parser.add_argument("name", nargs="?", choices=sorted(RECIPES), help="which shipped model to train")
     args, rest = parser.parse_known_args(argv)
+    if args.name is None:
+        parser.print_help()
+        parser.exit(0 if {"-h", "--help"} & set(rest) else 2)
     module = importlib.import_module(f"diffusion_lessons.recipes.{RECIPES[args.name]}")
     module.main(rest)
 
