@@ -215,7 +215,8 @@ def render_lesson(nb: nbformat.NotebookNode, lesson: dict, nav: str, notebooks: 
     exporter.embed_images = True  # markdown images too, not only outputs
     resources = {"metadata": {"name": lesson["title"], "path": str(notebooks)}, "book_nav": nav}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
-    return body
+    # links between lessons (e.g. lesson 00's table) point at the book's pages, not the notebooks
+    return re.sub(r'href="(\d\d_[A-Za-z0-9_]+)\.ipynb', r'href="\1.html', body)
 
 
 def time_label(lesson: dict) -> str:
