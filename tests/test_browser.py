@@ -38,7 +38,7 @@ LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
         {"fetchNews": "false", "checkForUpdates": False},
 }
-RUN_TIMEOUT_S = 240
+RUN_TIMEOUT_S = 900  # a whole lesson run in the browser: ~1-2 min on an idle 2-core CPU, far more on a busy one
 
 
 class Lab:
