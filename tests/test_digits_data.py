@@ -8,8 +8,8 @@ import torch
 from sklearn.datasets import load_digits as sklearn_digits
 
 from diffusion_lessons.data import DIGITS_HELD_OUT, DIGITS_SIZE, load_digits
-from diffusion_lessons.evaluation import (fidelity, mean_pairwise_distance, train_digit_classifier,
-                                          within_class_diversity)
+from diffusion_lessons.evaluation import (DIVERSITY_SPACES, FEATURE_DIMS, digit_features, fidelity,
+                                          mean_pairwise_distance, train_digit_classifier, within_class_diversity)
 
 
 def test_shapes_range_and_ink():
@@ -81,11 +81,57 @@ def test_diversity_is_relative_to_real_digits():
     x, y = load_digits("test")
     assert within_class_diversity(x, y) == pytest.approx(1.0)
     copies = x[:1].repeat(10, 1, 1, 1)
-    assert within_class_diversity(copies, torch.zeros(10, dtype=torch.long)) == 0.0
+    assert within_class_diversity(copies, torch.zeros(10, dtype=torch.long)) == pytest.approx(0.0, abs=1e-6)
     noise = torch.rand(40, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert within_class_diversity(noise, torch.arange(4).repeat(10)) > 1.5
+    assert within_class_diversity(noise, torch.arange(4).repeat(10), space="pixels") > 1.5
+    # in shape terms all static looks alike (a grey square), far less varied than real digits
+    assert within_class_diversity(noise, torch.arange(4).repeat(10)) < 0.7
     a, b = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
     assert mean_pairwise_distance(torch.cat([a, b])) == pytest.approx(2.0)  # sqrt(4 pixels * 1^2)
     with pytest.raises(ValueError, match="labels"):
         within_class_diversity(x, y[:3])
     assert np.isfinite(within_class_diversity(x[:20], y[:20]))
+    for space in DIVERSITY_SPACES:
+        assert within_class_diversity(x, y, space=space) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="space"):
+        within_class_diversity(x, y, space="inception")
+
+
+def test_digit_features_are_the_main_directions_of_real_digits():
+    x, y = load_digits("train")
+    features = digit_features(x)
+    assert features.shape == (len(x), FEATURE_DIMS)
+    # centred on the real mean, and the first direction carries the most variance, in decreasing order
+    assert features.mean(0).abs().max() < 1e-4
+    variances = features.var(0)
+    assert (variances[:-1] >= variances[1:] - 1e-5).all()
+    # the 20 directions keep most of what makes real digits differ: well over half of the variance
+    flat = x.reshape(len(x), -1)
+    assert variances.sum() > 0.6 * (flat - flat.mean(0)).var(0).sum()
+    with pytest.raises(ValueError, match="images"):
+        digit_features(torch.zeros(2, 16, 16))
+    with pytest.raises(ValueError, match="dims"):
+        digit_features(x[:2], dims=0)
+
+
+def test_feature_diversity_ignores_speckle_that_pixel_diversity_counts():
+    # Ten copies of one real digit, each with its own pixel noise: no new shapes, only speckle.
+    x, _ = load_digits("test")
+    g = torch.Generator().manual_seed(0)
+    speckled = x[:1].repeat(10, 1, 1, 1) + 0.3 * torch.randn(10, 1, 16, 16, generator=g)
+    labels = torch.zeros(10, dtype=torch.long)
+    pixels = within_class_diversity(speckled, labels, space="pixels")
+    features = within_class_diversity(speckled, labels)
+    assert pixels > 0.5                      # in pixels the speckle looks like half the variety of real digits
+    assert features < 0.5 * pixels           # in feature space most of it is gone
+    # a fainter (or bolder) drawing of the same shapes is not new variety: the mean digit plus half of
+    # each real digit's difference from it keeps the feature diversity and halves the pixel one
+    x_all, y_all = load_digits("test")
+    mean = load_digits("train")[0].mean(0, keepdim=True)  # the average real digit, the features' origin
+    faint = mean + 0.5 * (x_all - mean)
+    assert within_class_diversity(faint, y_all) == pytest.approx(1.0, abs=1e-4)
+    assert within_class_diversity(faint, y_all, space="pixels") < 0.6
+    # and genuinely different digits still count: a class of real 3s and 8s is more varied than real 3s
+    mixed = torch.cat([x_all[y_all == 3], x_all[y_all == 8]])
+    assert within_class_diversity(mixed, torch.zeros(len(mixed), dtype=torch.long)) > \
+        within_class_diversity(x_all[y_all == 3], torch.zeros(int((y_all == 3).sum()), dtype=torch.long))

@@ -5,7 +5,8 @@ UNet2DModel on digits upsampled to 16x16, batch 128, AdamW with the learning rat
 to 0 on a cosine, EMA of the weights (decay warming up to 0.999), label dropout 0.15, cosine noise
 schedule, about 2,500 steps. Writes, under --out (default diffusion_lessons/pretrained/digits/):
 unet/ (the EMA weights, safetensors), scheduler/ (a DDIMScheduler with the same schedule) and
-recipe.json (data, seed, steps, wall time, hardware, final loss and the measured quality).
+recipe.json (data, seed, steps, wall time, hardware, final loss and the measured quality: fidelity and
+diversity at lesson 05's guidance scales). --evaluate-only re-measures a saved model without training.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ LR = 2e-3                  # AdamW, decayed to 0 on a cosine
 P_UNCOND = 0.15            # label dropout: how often the null label replaces the digit
 EMA_MAX_DECAY = 0.999
 NOISE_SCHEDULE = "cosine"  # diffusers: squaredcos_cap_v2, T = 1000
-EVAL = dict(per_label=20, steps=50, sampler="ddim", scales=(1.0, 3.0))
+EVAL = dict(per_label=20, steps=50, sampler="ddim", scales=(0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0))  # lesson 05's scales
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--eval-per-label", type=int, default=EVAL["per_label"],
                         help="samples per digit for the quality record (default 20; fewer for a smoke test)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="no training: re-measure the model saved in --out and update the quality in its "
+                             "recipe.json (the training figures are kept)")
     args = parser.parse_args(argv)
     args.profile = args.profile or run_profile()
     args.steps = args.steps if args.steps is not None else STEPS[args.profile]
@@ -80,17 +84,22 @@ def hardware(device: torch.device) -> str:
 
 
 def measure(model: torch.nn.Module, scheduler, seed: int, per_label: int = EVAL["per_label"]) -> dict:
-    """Fidelity and within-class diversity at each evaluated guidance scale, with the package's classifier."""
+    """Fidelity and within-class diversity (feature space, and pixels for comparison) at each evaluated
+    guidance scale, with the package's classifier, from the same starting noise at every scale."""
     classifier = train_digit_classifier(DIGITS_SIZE)
     quality = dict(classifier="RBF SVM on pixels (evaluation.train_digit_classifier)",
                    classifier_held_out_accuracy=round(classifier.held_out_accuracy, 4),
+                   diversity="evaluation.within_class_diversity, 1.0 = real held-out digits: diversity between "
+                             "shape directions (unit-length coordinates along the 20 main PCA directions of real "
+                             "digits); pixel_diversity: the same in raw pixels",
                    sampler=EVAL["sampler"], sampling_steps=EVAL["steps"], per_label=per_label)
     for scale in EVAL["scales"]:
         result = evaluate_digits_model(model, scheduler, per_label=per_label, steps=EVAL["steps"],
                                        guidance_scale=scale, seed=seed, classifier=classifier,
                                        sampler=EVAL["sampler"])
         quality[f"guidance_{scale:g}"] = dict(fidelity=round(result["fidelity"], 4),
-                                              diversity=round(result["diversity"], 4))
+                                              diversity=round(result["diversity"], 4),
+                                              pixel_diversity=round(result["pixel_diversity"], 4))
     return quality
 
 
@@ -115,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     args = parse_args(argv)
     device = pick_device()
+    if args.evaluate_only:
+        return evaluate_only(args, device)
     print(f"digits recipe: {args.steps} steps, profile {args.profile}, device {device}, out {args.out}")
     model, losses, train_s = train(args, device)
     scheduler = make_scheduler()
@@ -139,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         final_loss=round(sum(tail) / len(tail), 5), final_loss_window=len(tail), first_loss=round(losses[0], 5),
         wall_time_s=round(train_s, 1), steps_per_s=round(args.steps / train_s, 2),
         eval_time_s=round(time.perf_counter() - start, 1), quality=quality,
+        evaluated=dict(hardware=hardware(device), command="(with the training)"),
         hardware=hardware(device), device=str(device), platform=platform.platform(),
         versions=dict(python=platform.python_version(), torch=torch.__version__, diffusers=diffusers.__version__,
                       diffusion_lessons=__version__),
@@ -146,6 +158,28 @@ def main(argv: list[str] | None = None) -> dict:
     (args.out / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({k: record[k] for k in ("steps", "wall_time_s", "steps_per_s", "final_loss", "quality")},
                      indent=2))
+    return record
+
+
+def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict:
+    """Re-measure the model saved under args.out with the current measures; update its recipe.json."""
+    from diffusers import UNet2DModel
+
+    path = args.out / "recipe.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
+    record = json.loads(path.read_text())
+    model = UNet2DModel.from_pretrained(args.out / "unet", use_safetensors=True, local_files_only=True)
+    model = model.to(device).eval()
+    print(f"digits recipe: re-measuring {args.out} on {device}")
+    start = time.perf_counter()
+    record["quality"] = measure(model, make_scheduler(), record["seed"], args.eval_per_label)
+    record["eval_time_s"] = round(time.perf_counter() - start, 1)
+    record["evaluated"] = dict(hardware=hardware(device),
+                               command=f"python -m diffusion_lessons.train digits --evaluate-only "
+                                       f"--eval-per-label {args.eval_per_label}")
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record["quality"], indent=2))
     return record
 
 
