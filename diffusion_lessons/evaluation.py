@@ -37,7 +37,7 @@ class DigitClassifier:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (1, self.size, self.size):
             raise ValueError(f"images must be a tensor (B, 1, {self.size}, {self.size}), "
                              f"got {tuple(getattr(images, 'shape', ()))}")
-        return images.detach().float().cpu().clamp(-1, 1).reshape(len(images), -1).numpy()
+        return _flat_pixels(images).numpy()
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """The digit read in each image, as an int64 tensor (B,)."""
@@ -75,7 +75,12 @@ def mean_pairwise_distance(images: torch.Tensor) -> float:
     """Mean Euclidean distance between all pairs of images (clipped to [-1, 1]), in pixel space."""
     if len(images) < 2:
         raise ValueError(f"images must hold at least 2 images, got {len(images)}")
-    return _mean_pairwise(images.detach().float().cpu().clamp(-1, 1).reshape(len(images), -1))
+    return _mean_pairwise(_flat_pixels(images))
+
+
+def _flat_pixels(images: torch.Tensor) -> torch.Tensor:
+    """(B, pixels) float32 on the CPU, clipped to [-1, 1]."""
+    return images.detach().float().cpu().clamp(-1, 1).reshape(len(images), -1)
 
 
 def _mean_pairwise(flat: torch.Tensor) -> float:
@@ -109,8 +114,7 @@ def digit_features(images: torch.Tensor, dims: int = FEATURE_DIMS) -> torch.Tens
     if not 1 <= dims <= images.shape[-1] ** 2:
         raise ValueError(f"dims must be between 1 and {images.shape[-1] ** 2}, got {dims}")
     mean, directions = _real_directions(images.shape[-1], dims)
-    flat = images.detach().float().cpu().clamp(-1, 1).reshape(len(images), -1)
-    return (flat - mean) @ directions.T
+    return (_flat_pixels(images) - mean) @ directions.T
 
 
 def _check_space(space: str) -> None:
@@ -125,10 +129,8 @@ def _real_within_class(size: int, space: str) -> float:
 
 
 def _mean_within_class(images: torch.Tensor, labels: torch.Tensor, space: str) -> float:
-    if space == "features":
-        points = _F.normalize(digit_features(images), dim=1)  # each sample's shape direction, unit length
-    else:
-        points = images.detach().float().cpu().clamp(-1, 1).reshape(len(images), -1)
+    # features: each sample's shape direction, scaled to unit length
+    points = _F.normalize(digit_features(images), dim=1) if space == "features" else _flat_pixels(images)
     values = [_mean_pairwise(points[labels == c]) for c in labels.unique().tolist() if int((labels == c).sum()) >= 2]
     if not values:
         raise ValueError("labels: need at least one class with 2 or more images")
@@ -141,8 +143,9 @@ def within_class_diversity(images: torch.Tensor, labels, normalize: bool = True,
 
     space="features" (default) compares shapes: each image becomes its digit_features (coordinates
     along the 20 main directions in which real digits vary) scaled to unit length, and the distance
-    is between these unit vectors (0 = the same shape, 1.41 = perpendicular, unrelated shapes). Like FID's use of
-    a network's features, and LPIPS's unit-normalised ones, it ignores what is not shape: pixel
+    is between these unit vectors (0 = the same shape, 1.41 = perpendicular, unrelated shapes).
+    Like FID's use of a network's features, and LPIPS's unit-normalised ones, it ignores what is not
+    shape: pixel
     speckle lies mostly outside the 20 directions, and a bolder or more contrasted drawing of the
     same shape (what strong guidance does) lies further along the same direction.
     space="pixels" measures the raw pixel distance, which both of these inflate."""
