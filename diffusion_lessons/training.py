@@ -26,11 +26,49 @@ from .models import predict_eps
 from .schedules import NoiseSchedule, make_schedule
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # diffusers' names for eps, v and x0
+
+
+def loss_target(schedule: NoiseSchedule, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
+                prediction_type: str = "epsilon") -> torch.Tensor:
+    """What the network is trained to output: eps, v = sqrt(abar) eps - sqrt(1 - abar) x0
+    (Salimans and Ho 2022) or x0 itself ('sample'), as in diffusers' training examples."""
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    if prediction_type == "epsilon":
+        return eps
+    if prediction_type == "sample":
+        return x0
+    abar = schedule.at(schedule.alphas_cumprod, t, x0)
+    return abar.sqrt() * eps - (1 - abar).sqrt() * x0
+
+
+def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float | None,
+                    prediction_type: str = "epsilon") -> torch.Tensor | None:
+    """Min-SNR-gamma loss weights (Hang et al. 2023), as diffusers' train_text_to_image.py computes them
+    from training_utils.compute_snr: min(SNR, gamma) / SNR for eps, min(SNR, gamma) / (SNR + 1) for v.
+    None (no weighting) when gamma is None."""
+    if gamma is None:
+        return None
+    if not gamma > 0:
+        raise ValueError(f"snr_gamma must be > 0 or None, got {gamma!r}")
+    snr = schedule.snr[t.cpu()].float()
+    clipped = snr.clamp(max=gamma)
+    if prediction_type == "epsilon":
+        return clipped / snr
+    if prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped  # x0 prediction: the x0 loss is SNR times the eps loss
+
+
 def diffusion_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor,
                    labels: torch.Tensor | None = None, p_uncond: float = 0.0,
-                   generator: torch.Generator | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, t: torch.Tensor | None = None,
+                   prediction_type: str = "epsilon", snr_gamma: float | None = None) -> torch.Tensor:
     """L_simple on one batch: t ~ U{0..T-1} (or the given t), eps ~ N(0, I), x_t by add_noise, MSE of
-    the predicted eps. labels None = unconditional (NULL_LABEL); p_uncond = label dropout probability."""
+    the network's output against loss_target (eps by default; v or x0 by prediction_type), optionally
+    weighted per sample by min_snr_weights. labels None = unconditional (NULL_LABEL); p_uncond = label
+    dropout probability."""
     batch, device = x0.shape[0], x0.device
     if t is None:
         t = torch.randint(0, schedule.num_steps, (batch,), generator=generator)
@@ -39,8 +77,13 @@ def diffusion_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Te
     if labels is None:
         labels = torch.full((batch,), NULL_LABEL, dtype=torch.long)
     labels = drop_labels(labels.cpu(), p_uncond, generator)   # label dropout, drawn on the CPU generator
-    eps_hat = predict_eps(model, x_t, t.to(device), labels.to(device))
-    return F.mse_loss(eps_hat, eps)
+    out = predict_eps(model, x_t, t.to(device), labels.to(device))  # the raw network output
+    target = loss_target(schedule, x0, eps, t, prediction_type)
+    weights = min_snr_weights(schedule, t, snr_gamma, prediction_type)
+    if weights is None:
+        return F.mse_loss(out, target)
+    per_sample = F.mse_loss(out, target, reduction="none").mean(dim=tuple(range(1, x0.ndim)))
+    return (per_sample * weights.to(device, per_sample.dtype)).mean()
 
 
 class EMA:
@@ -71,11 +114,13 @@ class EMA:
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: NoiseSchedule,
                   x0: torch.Tensor, labels: torch.Tensor | None = None, p_uncond: float = 0.0,
                   generator: torch.Generator | None = None, ema: EMA | None = None,
-                  lr_scheduler=None, max_grad_norm: float | None = 1.0) -> torch.Tensor:
+                  lr_scheduler=None, max_grad_norm: float | None = 1.0, prediction_type: str = "epsilon",
+                  snr_gamma: float | None = None) -> torch.Tensor:
     """One optimisation step on a batch: loss, backward, clip the gradient norm, step (and the LR
     schedule and EMA). Returns the batch loss as a detached tensor (no host sync)."""
     optimizer.zero_grad(set_to_none=True)
-    loss = diffusion_loss(model, schedule, x0, labels, p_uncond, generator)
+    loss = diffusion_loss(model, schedule, x0, labels, p_uncond, generator, prediction_type=prediction_type,
+                          snr_gamma=snr_gamma)
     loss.backward()
     if max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -107,7 +152,8 @@ def _check_fit_args(x0: torch.Tensor, labels, steps: int, batch_size: int, lr: f
 def fit(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = None, *, steps: int = 500,
         batch_size: int = 128, lr: float = 2e-3, schedule: NoiseSchedule | None = None, p_uncond: float = 0.15,
         ema: EMA | None = None, seed: int = 0, device: torch.device | str | None = None,
-        progress: bool = True, log_every: int = 25) -> list[float]:
+        progress: bool = True, log_every: int = 25, prediction_type: str = "epsilon",
+        snr_gamma: float | None = None) -> list[float]:
     """Train `model` on images x0 (N, C, H, W) for `steps` steps of random batches with AdamW and a cosine-
     decayed LR, on pick_device(); the bar shows the recent mean loss. Returns the loss of every step.
     schedule: default make_schedule('cosine'); ema: an EMA(model) to update (its model moves too)."""
@@ -128,7 +174,8 @@ def fit(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = 
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
         batch_labels = labels[idx] if labels is not None else None
         losses.append(training_step(model, optimizer, schedule, data[idx.to(device)], batch_labels, p_uncond,
-                                    generator, ema, lr_scheduler))
+                                    generator, ema, lr_scheduler, prediction_type=prediction_type,
+                                    snr_gamma=snr_gamma))
         if (step + 1) % log_every == 0 or step + 1 == steps:   # one host sync every log_every steps
             bar.set_postfix(loss=f"{torch.stack(losses[-log_every:]).mean().item():.4f}")
     model.eval()

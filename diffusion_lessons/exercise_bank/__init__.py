@@ -1,0 +1,1 @@
+"""Coding exercises, one module per lesson (lessonNN.py with a list EXERCISES); see exercises.coding_exercises."""
