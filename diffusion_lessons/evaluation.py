@@ -157,6 +157,44 @@ def within_class_diversity(images: torch.Tensor, labels, normalize: bool = True,
     return value / _real_within_class(images.shape[-1], space) if normalize else value
 
 
+# Roughness: how much of an image lives in frequencies that real digits cannot have. sklearn's digits are
+# 8x8 scans shown at 16x16 by a bilinear upsample, so a real digit is (nearly) fully described by its 8x8
+# block means; what an 8x8 area downsample followed by the same bilinear upsample cannot reproduce is
+# speckle. A classifier reads the shape and ignores this residual, so it cannot see the defect.
+ROUGHNESS_REFERENCE_SIZE = 8
+
+
+def roughness(images: torch.Tensor) -> torch.Tensor:
+    """(B,) mean squared residual of each image (clipped to [-1, 1]) after an 8x8 area downsample and a
+    bilinear upsample back to its size: the energy in frequencies finer than the real 8x8 digits hold."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 1 \
+            or images.shape[-1] != images.shape[-2] or images.shape[-1] < ROUGHNESS_REFERENCE_SIZE:
+        raise ValueError(f"images must be a tensor (B, 1, H, H) with H >= {ROUGHNESS_REFERENCE_SIZE}, "
+                         f"got {tuple(getattr(images, 'shape', ())) or type(images).__name__}")
+    x = images.detach().float().cpu().clamp(-1, 1)
+    size = x.shape[-1]
+    low = _F.interpolate(_F.adaptive_avg_pool2d(x, ROUGHNESS_REFERENCE_SIZE), size=(size, size), mode="bilinear",
+                         align_corners=False)
+    return (x - low).pow(2).mean(dim=(1, 2, 3))
+
+
+@functools.lru_cache(maxsize=4)
+def real_roughness(size: int = _data.DIGITS_SIZE) -> torch.Tensor:
+    """roughness of all 1,797 real digits at this size (train and held out), sorted ascending."""
+    x, _ = _data.load_digits("all", size)
+    return roughness(x).sort().values
+
+
+def rough_mask(images: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: True where an image is rougher than the roughest of the 1,797 real digits."""
+    return roughness(images) > real_roughness(images.shape[-1])[-1]
+
+
+def rough_share(images: torch.Tensor) -> float:
+    """Fraction of images rougher than every real digit (0 for real digits by construction)."""
+    return float(rough_mask(images).float().mean())
+
+
 def evaluate_digits_model(model: torch.nn.Module, schedule, per_label: int = 20, steps: int = 50,
                           guidance_scale: float = 1.0, seed: int = 0,
                           classifier: DigitClassifier | None = None, **sample_kwargs) -> dict:
@@ -171,7 +209,8 @@ def evaluate_digits_model(model: torch.nn.Module, schedule, per_label: int = 20,
     images = sample(model, schedule, labels, steps=steps, guidance_scale=guidance_scale, generator=generator,
                     **sample_kwargs).cpu()
     classifier = classifier or train_digit_classifier(images.shape[-1])
-    return dict(fidelity=fidelity(classifier, images, labels), diversity=within_class_diversity(images, labels),
+    return dict(fidelity=fidelity(classifier, images, labels), rough=rough_share(images),
+                diversity=within_class_diversity(images, labels),
                 pixel_diversity=within_class_diversity(images, labels, space="pixels"), images=images, labels=labels)
 
 # ---- captioned shapes ----
