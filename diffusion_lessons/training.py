@@ -8,12 +8,16 @@ ask the network for the noise, and score it with the mean squared error:
 The label is dropped (replaced by NULL_LABEL) with probability p_uncond, so one network also
 learns the unconditional prediction that guidance needs (lesson 05). All randomness (batches, t,
 eps, dropped labels) is drawn from one CPU generator, so a seed gives the same run on any device.
+
+train_loop is the one loop every trained model goes through: fit() for the digits (and the live runs in
+lesson 03), and the VAE and text-to-image recipes. Its parts come from diffusers: the EMA of the weights
+(training_utils.EMAModel) and the cosine learning rate (optimization.get_cosine_schedule_with_warmup).
 """
 
 from __future__ import annotations
 
 import copy
-import math
+from typing import Any, Callable
 
 import torch
 from torch.nn import functional as F
@@ -87,40 +91,53 @@ def diffusion_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Te
 
 
 class EMA:
-    """Exponential moving average of the weights: theta_ema <- d theta_ema + (1 - d) theta, with the
-    decay d = min(max_decay, (1 + n) / (10 + n)) warming up over the first updates (diffusers' EMAModel).
-    `ema.model` is the averaged copy; sample from it."""
+    """Exponential moving average of the weights, kept by diffusers' EMAModel (default settings):
+    theta_ema <- d theta_ema + (1 - d) theta with d = min(max_decay, (1 + n) / (10 + n)) at the n-th
+    update counted from 0 (d = 0 at n = 0: the first update copies the weights). `ema.model` is the
+    averaged copy of the network; sample from it."""
 
     def __init__(self, model: torch.nn.Module, max_decay: float = 0.999):
+        from diffusers.training_utils import EMAModel
+
         if not 0.0 <= max_decay < 1.0:
             raise ValueError(f"max_decay must lie in [0, 1), got {max_decay!r}")
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.max_decay, self.num_updates = max_decay, 0
+        self.averager = EMAModel(model.parameters(), decay=max_decay, foreach=True)
+        self.max_decay = max_decay
+
+    @property
+    def num_updates(self) -> int:
+        return self.averager.optimization_step
 
     def decay(self) -> float:
-        n = self.num_updates
-        return min(self.max_decay, (1 + n) / (10 + n))
+        """The decay d that the next update() uses (EMAModel.get_decay)."""
+        return self.averager.get_decay(self.num_updates + 1)
+
+    def to(self, device: torch.device | str) -> "EMA":
+        self.model.to(device)
+        self.averager.to(device=device)
+        return self
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        d = self.decay()
-        for p_ema, p in zip(self.model.parameters(), model.parameters()):
-            p_ema.lerp_(p.detach(), 1 - d)
+        """One EMAModel.step with the trained model's weights; copy the average into `self.model`."""
+        self.averager.step(model.parameters())
+        self.averager.copy_to(self.model.parameters())
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
-        self.num_updates += 1
 
 
-def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: NoiseSchedule,
-                  x0: torch.Tensor, labels: torch.Tensor | None = None, p_uncond: float = 0.0,
-                  generator: torch.Generator | None = None, ema: EMA | None = None,
-                  lr_scheduler=None, max_grad_norm: float | None = 1.0, prediction_type: str = "epsilon",
-                  snr_gamma: float | None = None) -> torch.Tensor:
-    """One optimisation step on a batch: loss, backward, clip the gradient norm, step (and the LR
-    schedule and EMA). Returns the batch loss as a detached tensor (no host sync)."""
-    optimizer.zero_grad(set_to_none=True)
-    loss = diffusion_loss(model, schedule, x0, labels, p_uncond, generator, prediction_type=prediction_type,
-                          snr_gamma=snr_gamma)
+def cosine_lr(optimizer: torch.optim.Optimizer, steps: int, warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """diffusers' get_cosine_schedule_with_warmup: the LR rises linearly from 0 over `warmup` steps, then
+    falls from its start value to 0 on a half cosine by step `steps`."""
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=steps)
+
+
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                   lr_scheduler=None, ema: EMA | None = None, max_grad_norm: float | None = 1.0) -> None:
+    """Backward, clip the gradient norm, step the optimizer, then the LR schedule and the EMA."""
     loss.backward()
     if max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -129,12 +146,46 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sche
         lr_scheduler.step()
     if ema is not None:
         ema.update(model)
+
+
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: NoiseSchedule,
+                  x0: torch.Tensor, labels: torch.Tensor | None = None, p_uncond: float = 0.0,
+                  generator: torch.Generator | None = None, ema: EMA | None = None,
+                  lr_scheduler=None, max_grad_norm: float | None = 1.0, prediction_type: str = "epsilon",
+                  snr_gamma: float | None = None) -> torch.Tensor:
+    """One optimisation step of diffusion_loss on a batch (what train_loop does each step, for the digits
+    model). Returns the batch loss as a detached tensor (no host sync)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = diffusion_loss(model, schedule, x0, labels, p_uncond, generator, prediction_type=prediction_type,
+                          snr_gamma=snr_gamma)
+    optimizer_step(model, optimizer, loss, lr_scheduler, ema, max_grad_norm)
     return loss.detach()
 
 
-def cosine_lr(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Learning rate decayed from its start value to 0 on a half cosine over `steps` steps."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda n: 0.5 * (1 + math.cos(math.pi * min(n, steps) / steps)))
+def train_loop(model: torch.nn.Module, loss_fn: Callable[[Any, torch.Generator], torch.Tensor],
+               batch_fn: Callable[[torch.Generator], Any], *, steps: int, lr: float, generator: torch.Generator,
+               weight_decay: float = 0.01, warmup: int = 0, max_grad_norm: float | None = 1.0,
+               ema: EMA | None = None, progress: bool = True, log_every: int = 25,
+               desc: str = "training") -> list[float]:
+    """The book's one training loop (fit() and every recipe run it). Each step: batch = batch_fn(generator),
+    loss = loss_fn(batch, generator), then optimizer_step with AdamW (weight_decay), gradient clipping,
+    cosine_lr (diffusers' schedule, `warmup` steps) and the EMA. All randomness comes from `generator`
+    (a CPU torch.Generator), so a seed gives the same run on any device. Returns every step's loss."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                  weight_decay=weight_decay)
+    lr_scheduler = cosine_lr(optimizer, steps, warmup)
+    model.train()
+    losses: list[torch.Tensor] = []
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for step in bar:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(batch_fn(generator), generator)
+        optimizer_step(model, optimizer, loss, lr_scheduler, ema, max_grad_norm)
+        losses.append(loss.detach())
+        if (step + 1) % log_every == 0 or step + 1 == steps:   # one host sync every log_every steps
+            bar.set_postfix(loss=f"{torch.stack(losses[-log_every:]).mean().item():.4f}")
+    model.eval()
+    return torch.stack(losses).float().cpu().tolist()
 
 
 def _check_fit_args(x0: torch.Tensor, labels, steps: int, batch_size: int, lr: float) -> None:
@@ -154,32 +205,30 @@ def fit(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = 
         ema: EMA | None = None, seed: int = 0, device: torch.device | str | None = None,
         progress: bool = True, log_every: int = 25, prediction_type: str = "epsilon",
         snr_gamma: float | None = None) -> list[float]:
-    """Train `model` on images x0 (N, C, H, W) for `steps` steps of random batches with AdamW and a cosine-
-    decayed LR, on pick_device(); the bar shows the recent mean loss. Returns the loss of every step.
-    schedule: default make_schedule('cosine'); ema: an EMA(model) to update (its model moves too)."""
+    """Train `model` on images x0 (N, C, H, W) with diffusion_loss for `steps` random batches in train_loop
+    (AdamW, cosine-decayed LR, EMA if given), on pick_device(); the bar shows the recent mean loss. Returns
+    the loss of every step. schedule: default make_schedule('cosine'); ema: an EMA(model) (it moves too)."""
     _check_fit_args(x0, labels, steps, batch_size, lr)
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
     schedule = schedule or make_schedule("cosine")
     device = torch.device(device) if device is not None else pick_device()
-    model.to(device).train()
+    model.to(device)
     if ema is not None:
-        ema.model.to(device)
+        ema.to(device)
     data = x0.to(device)
     labels = labels.long().cpu() if labels is not None else None   # dropout is drawn on the CPU
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    lr_scheduler = cosine_lr(optimizer, steps)
-    losses: list[torch.Tensor] = []
-    bar = tqdm(range(steps), desc="training", disable=not progress)
-    for step in bar:
+
+    def batch_fn(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
-        batch_labels = labels[idx] if labels is not None else None
-        losses.append(training_step(model, optimizer, schedule, data[idx.to(device)], batch_labels, p_uncond,
-                                    generator, ema, lr_scheduler, prediction_type=prediction_type,
-                                    snr_gamma=snr_gamma))
-        if (step + 1) % log_every == 0 or step + 1 == steps:   # one host sync every log_every steps
-            bar.set_postfix(loss=f"{torch.stack(losses[-log_every:]).mean().item():.4f}")
-    model.eval()
-    return torch.stack(losses).float().cpu().tolist()
+        return data[idx.to(device)], (labels[idx] if labels is not None else None)
+
+    def loss_fn(batch, generator: torch.Generator) -> torch.Tensor:
+        return diffusion_loss(model, schedule, *batch, p_uncond, generator, prediction_type=prediction_type,
+                              snr_gamma=snr_gamma)
+
+    return train_loop(model, loss_fn, batch_fn, steps=steps, lr=lr, generator=torch.Generator().manual_seed(seed),
+                      ema=ema, progress=progress, log_every=log_every)
 
 
 @torch.no_grad()
