@@ -10,20 +10,31 @@ diffusers' convention (StableDiffusionPipeline's guidance_scale s):
 s = 1 is the plain conditional prediction, s = 0 the unconditional one, s > 1 pushes past the
 conditional prediction, away from the unconditional one. Negative guidance swaps the
 unconditional branch for another label's prediction (the analogue of a negative prompt).
+
+Guidance is a wrapper around a denoiser (see loop): guided_denoiser(denoise, s, uncond) is again a
+denoiser, which runs ONE batched pass of [x; x] with [cond; uncond] and combines the two halves. The
+digits pass class labels (uncond = NULL_LABEL or a negative label), text to image passes prompt
+embeddings (uncond = the empty prompt's), with the same rule at every s >= 0. (diffusers'
+StableDiffusionPipeline instead switches guidance off for s <= 1, so there s < 1 acts as s = 1.)
+The combination works on whatever the network predicts: it is a weighted sum with weights adding to
+1, and converting eps, v and x0 into each other is affine with the same x_t, so guiding v and then
+converting equals converting and then guiding. The rescale (phi) is not affine: like diffusers it acts
+on the raw prediction.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import torch
 
 from .data import NULL_LABEL, NUM_DIGIT_CLASSES
-from .models import predict_eps
+from .loop import Denoiser, unet_denoiser
 
-__all__ = ["NULL_LABEL", "check_labels", "drop_labels", "cfg_combine", "rescale_guidance",
-           "check_guidance", "branch_labels", "combine_branches", "guided_eps"]
+__all__ = ["NULL_LABEL", "check_labels", "drop_labels", "cfg_combine", "rescale_guidance", "check_scales",
+           "check_guidance", "guided_denoiser", "branch_labels", "combine_branches", "guided_eps"]
 
 
 def check_labels(labels: torch.Tensor | int | list, name: str = "labels") -> torch.Tensor:
@@ -81,14 +92,19 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def check_guidance(labels: torch.Tensor, guidance_scale: float, negative_label=None,
-                   guidance_rescale: float = 0.0) -> torch.Tensor | None:
-    """Validate guidance settings for `labels` (already checked); return the negative labels (B,) or None."""
+def check_scales(guidance_scale: float, guidance_rescale: float = 0.0) -> None:
+    """ValueError unless guidance_scale is a finite number >= 0 and guidance_rescale lies in [0, 1]."""
     if not _is_number(guidance_scale) or not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise ValueError(f"guidance_scale must be a finite number >= 0 (1 = conditional, 0 = unconditional), "
                          f"got {guidance_scale!r}")
     if not _is_number(guidance_rescale) or not 0.0 <= guidance_rescale <= 1.0:
         raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale!r}")
+
+
+def check_guidance(labels: torch.Tensor, guidance_scale: float, negative_label=None,
+                   guidance_rescale: float = 0.0) -> torch.Tensor | None:
+    """Validate guidance settings for `labels` (already checked); return the negative labels (B,) or None."""
+    check_scales(guidance_scale, guidance_rescale)
     if negative_label is None:
         return None
     negative = check_labels(negative_label, "negative_label")
@@ -103,34 +119,65 @@ def check_guidance(labels: torch.Tensor, guidance_scale: float, negative_label=N
     return negative
 
 
+# ---- guidance as a wrapper around a denoiser -------------------------------------------------------
+
+def _one_branch(guidance_scale: float, guidance_rescale: float) -> bool:
+    """s = 1 needs only the conditional branch; s = 0 without rescale only the unconditional one."""
+    return guidance_scale == 1.0 or (guidance_scale == 0.0 and guidance_rescale == 0.0)
+
+
+def _branches(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float, guidance_rescale: float):
+    """The conditions of the one batched pass: [cond; uncond], or the only branch needed."""
+    if guidance_scale == 1.0:
+        return cond
+    uncond = uncond.to(cond.device)
+    if uncond.shape[0] != cond.shape[0]:
+        raise ValueError(f"uncond must hold one condition per sample ({cond.shape[0]}), got {uncond.shape[0]}")
+    return uncond if guidance_scale == 0.0 and guidance_rescale == 0.0 else torch.cat([cond, uncond])
+
+
+def combine_branches(prediction: torch.Tensor, guidance_scale: float, guidance_rescale: float = 0.0) -> torch.Tensor:
+    """Split the batched prediction made on [cond; uncond] (branch_labels) and combine: cfg, then rescale."""
+    if _one_branch(guidance_scale, guidance_rescale):
+        return prediction  # only one branch was run
+    cond, other = prediction.chunk(2)
+    return rescale_guidance(cfg_combine(cond, other, guidance_scale), cond, guidance_rescale)
+
+
+def guided_denoiser(denoise: Denoiser, guidance_scale: float, uncond: torch.Tensor | None,
+                    guidance_rescale: float = 0.0) -> Denoiser:
+    """Classifier-free guidance as a denoiser: guided(x, t, cond) runs denoise ONCE on [x; x] with
+    [cond; uncond] and returns uncond_pred + s (cond_pred - uncond_pred), then rescaled by phi.
+    uncond: the unconditional (or negative) conditions, one per sample; None only at s = 1."""
+    check_scales(guidance_scale, guidance_rescale)
+    if uncond is None and guidance_scale != 1.0:
+        raise ValueError("uncond: guidance (guidance_scale != 1) needs the unconditional conditions")
+    s, phi = float(guidance_scale), float(guidance_rescale)
+
+    def guided(x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        cond_in = _branches(cond, uncond, s, phi)
+        x_in = x if _one_branch(s, phi) else torch.cat([x, x])
+        return combine_branches(denoise(x_in, t, cond_in), s, phi)
+
+    return guided
+
+
 def branch_labels(labels: torch.Tensor, guidance_scale: float, negative: torch.Tensor | None = None,
                   guidance_rescale: float = 0.0) -> torch.Tensor:
     """The class labels of the single batched forward pass: [labels; null or negative labels].
     Only one branch is needed at s = 1 (conditional) and, without rescale, at s = 0 (the other one)."""
     other = negative if negative is not None else torch.full_like(labels, NULL_LABEL)
-    if guidance_scale == 1.0:
-        return labels
-    if guidance_scale == 0.0 and guidance_rescale == 0.0:
-        return other.to(labels.device)
-    return torch.cat([labels, other.to(labels.device)])
-
-
-def combine_branches(eps: torch.Tensor, guidance_scale: float, guidance_rescale: float = 0.0) -> torch.Tensor:
-    """Split the batched prediction made with branch_labels(...) and combine (cfg, then rescale)."""
-    if guidance_scale == 1.0 or (guidance_scale == 0.0 and guidance_rescale == 0.0):
-        return eps  # only one branch was run
-    eps_cond, eps_other = eps.chunk(2)
-    return rescale_guidance(cfg_combine(eps_cond, eps_other, guidance_scale), eps_cond, guidance_rescale)
+    return _branches(labels, other, guidance_scale, guidance_rescale)
 
 
 def guided_eps(model: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor | int, labels,
                guidance_scale: float = 1.0, negative_label=None, guidance_rescale: float = 0.0) -> torch.Tensor:
-    """The guided noise prediction with ONE batched forward pass of [x_t; x_t] with [labels; null labels]
-    (or the negative label's, to steer away from it), combined by cfg_combine and rescale_guidance."""
+    """The guided prediction (eps for an eps model) with ONE batched forward pass of [x_t; x_t] with
+    [labels; null labels] (or the negative label's, to steer away from it): guided_denoiser on the model."""
     labels = check_labels(labels)
     if labels.shape[0] != x_t.shape[0]:
         raise ValueError(f"labels must hold one label per sample ({x_t.shape[0]}), got {labels.shape[0]}")
     negative = check_guidance(labels, guidance_scale, negative_label, guidance_rescale)
-    labels_in = branch_labels(labels, guidance_scale, negative, guidance_rescale).to(x_t.device)
-    x_in = x_t if labels_in.shape[0] == x_t.shape[0] else torch.cat([x_t, x_t])
-    return combine_branches(predict_eps(model, x_in, t, labels_in), guidance_scale, guidance_rescale)
+    uncond = negative if negative is not None else torch.full_like(labels, NULL_LABEL)
+    denoise = guided_denoiser(unet_denoiser(model, "class_labels"), guidance_scale, uncond, guidance_rescale)
+    return denoise(x_t, t, labels.to(x_t.device))

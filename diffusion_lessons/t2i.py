@@ -1,11 +1,20 @@
 """Text to image, lesson 07: the parts assembled into diffusers' StableDiffusionPipeline, and its
-generation loop written out by hand (same numbers as the one-line pipeline call for the same seed).
+generation loop run by the package's one loop (same numbers as the one-line pipeline call for the same
+seed, at guidance scales s >= 1).
 
     1. encode the prompt and the empty prompt with the text encoder
     2. start from latent noise z_T ~ N(0, I) of shape (B, 4, H/f, W/f)
-    3. for each t: eps = eps_uncond + w (eps_text - eps_uncond)   (classifier-free guidance)
-                   z_{t-1} = scheduler.step(eps, t, z_t)          (DDIM, eta = 0)
+    3. for each t: eps = eps_uncond + s (eps_text - eps_uncond)   (classifier-free guidance)
+                   z_{t_prev} = DDIM step (eta = 0)                (loop.denoising_loop)
     4. decode with the VAE: x = decoder(z_0 / scaling_factor)
+
+Step 3 is the digits' loop: the U-Net becomes a denoiser (loop.unet_denoiser, cond = prompt embeddings),
+guidance.guided_denoiser wraps it with the empty prompt's embeddings as the unconditional branch, and the
+pipeline's scheduler supplies the timesteps, the prediction type and where the last step ends (a
+DDIMScheduler or DDPMScheduler; pipeline_images runs any other). Guidance follows lesson 05's rule at every
+s >= 0: s = 1 is the plain conditional prediction, s = 0 the empty prompt's, 0 < s < 1 in between.
+diffusers' pipeline switches guidance off for s <= 1 (its do_classifier_free_guidance is s > 1), so there
+s < 1 acts as s = 1; the two agree for s >= 1.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ from typing import Iterator
 import torch
 
 from . import latents, text
+from .guidance import check_scales, guided_denoiser
+from .loop import denoising_loop, final_alpha_cumprod, prediction_type_of, unet_denoiser
 from .schedules import to_diffusers_config
 
 # StableDiffusionPipeline's own defaults (its __call__ signature): the "default settings" we measure.
@@ -75,42 +86,55 @@ def _prompt_list(pipe, prompt: str | list[str]) -> list[str]:
     return list(prompts)
 
 
+def sampler_for(scheduler) -> str:
+    """The package's sampler that takes the same steps as a diffusers scheduler: 'ddim' or 'ddpm'."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    if isinstance(scheduler, DDIMScheduler):
+        return "ddim"
+    if isinstance(scheduler, DDPMScheduler):
+        return "ddpm"
+    raise ValueError(f"pipe.scheduler must be a DDIMScheduler or a DDPMScheduler (the package's samplers), got "
+                     f"{type(scheduler).__name__}; t2i.pipeline_images runs the pipeline with any scheduler")
+
+
 @torch.no_grad()
 def generate_steps(pipe, prompt: str | list[str], num_inference_steps: int = DEFAULT_STEPS,
                    guidance_scale: float = DEFAULT_GUIDANCE, generator: torch.Generator | None = None,
                    num_images_per_prompt: int = 1) -> Iterator[dict]:
     """The denoising loop, one step at a time: yields dict(t, z_t, z0_pred) after every step (z_t is the new
-    latent). Steps 1-3 of the module docstring, in StableDiffusionPipeline's order of operations."""
+    latent, z0_pred the clean latent predicted at t). Steps 1-3 of the module docstring, with the pipeline's
+    timesteps (pipe.scheduler.set_timesteps) and its starting noise."""
     prompts = _prompt_list(pipe, prompt)
     if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
+    check_scales(guidance_scale)
     device, scheduler, unet = pipe.unet.device, pipe.scheduler, pipe.unet
-    emb = text.encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)
+    sampler = sampler_for(scheduler)
+    emb = text.encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)                  # 1. the prompts ...
     emb = emb.repeat_interleave(num_images_per_prompt, dim=0)
-    n, guided = len(emb), guidance_scale > 1.0
-    if guided:  # the unconditional (empty-prompt) embeddings first, as the pipeline orders them
-        emb = torch.cat([text.encode_prompts(pipe.tokenizer, pipe.text_encoder, [""] * n), emb])
+    n = len(emb)
+    empty = None if guidance_scale == 1.0 else text.encode_prompts(pipe.tokenizer, pipe.text_encoder, [""] * n)
+    denoise = guided_denoiser(unet_denoiser(unet, "encoder_hidden_states"), guidance_scale, empty)  # ... and ""
     shape = (n, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    z = torch.randn(shape, generator=generator, device=generator.device if generator else device).to(device)
+    z = torch.randn(shape, generator=generator, device=generator.device if generator else device).to(device)  # 2.
     scheduler.set_timesteps(num_inference_steps, device=device)
-    z = z * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        z_in = scheduler.scale_model_input(torch.cat([z, z]) if guided else z, t)
-        eps = unet(z_in, t, encoder_hidden_states=emb).sample
-        if guided:
-            eps_uncond, eps_text = eps.chunk(2)
-            eps = eps_uncond + guidance_scale * (eps_text - eps_uncond)
-        out = scheduler.step(eps, t, z, eta=0.0, generator=generator)
-        z = out.prev_sample
-        yield dict(t=int(t), z_t=z, z0_pred=out.pred_original_sample)
+    states = denoising_loop(denoise, scheduler, z, emb, timesteps=scheduler.timesteps.tolist(), sampler=sampler,
+                            prediction_type=prediction_type_of(scheduler),
+                            final_alpha=final_alpha_cumprod(scheduler, sampler), generator=generator, progress=False)
+    before = next(states)                                                                   # 3. denoise, guided
+    for after in states:
+        yield dict(t=before.t, z_t=after.x_t, z0_pred=before.x0)
+        before = after
 
 
 @torch.no_grad()
 def generate(pipe, prompt: str | list[str], num_inference_steps: int = DEFAULT_STEPS,
              guidance_scale: float = DEFAULT_GUIDANCE, generator: torch.Generator | None = None,
              num_images_per_prompt: int = 1) -> torch.Tensor:
-    """Images (B, 3, H, W) in [-1, 1] from the hand-written loop (step 4: decode the last latent).
-    Equals pipe(prompt, ..., output_type='pt').images * 2 - 1 for the same generator seed."""
+    """Images (B, 3, H, W) in [-1, 1] from the package's loop (step 4: decode the last latent).
+    Equals pipe(prompt, ..., output_type='pt').images * 2 - 1 for the same generator seed when
+    guidance_scale >= 1 (below 1 diffusers switches guidance off; see the module docstring)."""
     for state in generate_steps(pipe, prompt, num_inference_steps, guidance_scale, generator, num_images_per_prompt):
         pass
     return latents.decode(pipe.vae, state["z_t"]).clamp(-1, 1)
