@@ -19,6 +19,7 @@ def test_recipe_trains_saves_and_re_measures(tmp_path):
     scales = [f"guidance_{s:g}" for s in digits.EVAL["scales"]]
     assert all(set(saved["quality"][k]) == {"fidelity", "diversity", "pixel_diversity"} for k in scales)
     assert saved["evaluated"]["command"] == "(with the training)"
+    assert saved["prediction_type"] == digits.PREDICTION_TYPE and saved["snr_gamma"] == digits.SNR_GAMMA
 
     again = digits.main(["--evaluate-only", "--eval-per-label", "2", "--out", str(out)])
     reread = json.loads((out / "recipe.json").read_text())

@@ -3,30 +3,29 @@
 What worked on a 2-core CPU (reference/MEASUREMENTS.md): the 1.1 M-parameter class-conditional
 UNet2DModel on digits upsampled to 16x16, batch 128, AdamW with the learning rate decayed from 2e-3
 to 0 on a cosine, EMA of the weights (decay warming up to 0.999), label dropout 0.15, cosine noise
-schedule, about 2,500 steps. Writes, under --out (default diffusion_lessons/pretrained/digits/):
-unet/ (the EMA weights, safetensors), scheduler/ (a DDIMScheduler with the same schedule) and
-recipe.json (data, seed, steps, wall time, hardware, final loss and the measured quality: fidelity and
-diversity at lesson 05's guidance scales). --evaluate-only re-measures a saved model without training.
+schedule, about 2,500 steps. Writes, under --out (default ./runs/digits-<timestamp>; the shipped
+folder diffusion_lessons/pretrained/digits/ only with --force): unet/ (the EMA weights, safetensors),
+scheduler/ (a DDIMScheduler with the same schedule and prediction type) and recipe.json (the record of
+recipes.common: data, seed, steps, wall time, hardware, final loss and the measured quality: fidelity
+and diversity at lesson 05's guidance scales; --skip-eval leaves it out). --evaluate-only re-measures
+the model saved in --out without training.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from pathlib import Path
 
 import torch
 
-from .. import __version__
 from ..data import DIGITS_HELD_OUT, DIGITS_SIZE, DIGITS_SPLIT_SEED, load_digits
-from ..device import PROFILES, pick_device, run_profile, seed_everything
+from ..device import pick_device, seed_everything
 from ..evaluation import evaluate_digits_model, train_digit_classifier
 from ..models import DIGITS_UNET_CONFIG, build_digits_unet, count_parameters
-from ..pretrained import ROOT
 from ..schedules import make_schedule, to_diffusers_config
 from ..training import EMA, fit
+from . import common
 
 SEED = 0
 STEPS = {"quick": 2500, "full": 5000}  # the full (GPU) profile trains twice as long
@@ -35,52 +34,32 @@ LR = 2e-3                  # AdamW, decayed to 0 on a cosine
 P_UNCOND = 0.15            # label dropout: how often the null label replaces the digit
 EMA_MAX_DECAY = 0.999
 NOISE_SCHEDULE = "cosine"  # diffusers: squaredcos_cap_v2, T = 1000
+PREDICTION_TYPE = "v_prediction"  # what the network outputs: "epsilon", "v_prediction" or "sample"
+SNR_GAMMA = None           # min-SNR-gamma loss weighting (None: plain MSE)
 EVAL = dict(per_label=20, steps=50, sampler="ddim", scales=(0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0))  # lesson 05's scales
+SETTINGS = {profile: dict(steps=steps) for profile, steps in STEPS.items()}  # --steps overrides
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m diffusion_lessons.train digits", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=PROFILES, default=None,
-                        help="quick (2,500 steps, the CPU recipe) or full (5,000); default: the run profile")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (overrides the profile)")
-    parser.add_argument("--out", type=Path, default=ROOT / "digits", help="output folder")
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser = common.make_parser("digits", __doc__, SETTINGS, seed=SEED)
     parser.add_argument("--eval-per-label", type=int, default=EVAL["per_label"],
                         help="samples per digit for the quality record (default 20; fewer for a smoke test)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="no training: re-measure the model saved in --out and update the quality in its "
                              "recipe.json (the training figures are kept)")
-    args = parser.parse_args(argv)
-    args.profile = args.profile or run_profile()
-    args.steps = args.steps if args.steps is not None else STEPS[args.profile]
-    if args.steps < 1:
-        parser.error(f"--steps must be >= 1, got {args.steps}")
+    args = common.parse(parser, argv, "digits", SETTINGS, out_needed_by="evaluate_only")
     if args.eval_per_label < 2:
         parser.error(f"--eval-per-label must be >= 2 (diversity needs pairs), got {args.eval_per_label}")
     return args
 
 
 def make_scheduler():
-    """The DDIMScheduler shipped with the model: same cosine schedule, final step to alpha_bar = 1,
-    no clipping, 'leading' timesteps (see sampling's docstring)."""
+    """The DDIMScheduler shipped with the model: same cosine schedule and prediction type, final step to
+    alpha_bar = 1, no clipping, 'leading' timesteps (see sampling's docstring)."""
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(**to_diffusers_config(NOISE_SCHEDULE), set_alpha_to_one=True, clip_sample=False,
-                         prediction_type="epsilon", timestep_spacing="leading")
-
-
-def hardware(device: torch.device) -> str:
-    """The GPU's name, or the CPU model and its core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+                         prediction_type=PREDICTION_TYPE, timestep_spacing="leading")
 
 
 def measure(model: torch.nn.Module, scheduler, seed: int, per_label: int = EVAL["per_label"]) -> dict:
@@ -112,58 +91,48 @@ def train(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Modu
     start = time.perf_counter()
     losses = fit(model, x0, labels, steps=args.steps, batch_size=BATCH_SIZE, lr=LR,
                  schedule=make_schedule(NOISE_SCHEDULE), p_uncond=P_UNCOND, ema=ema, seed=args.seed,
-                 device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+                 device=device, prediction_type=PREDICTION_TYPE, snr_gamma=SNR_GAMMA)
+    common.synchronize(device)
     return ema.model.eval(), losses, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Train, save (unet/, scheduler/), measure and write recipe.json; return the record."""
-    import diffusers
-
+    started = time.perf_counter()
     args = parse_args(argv)
     device = pick_device()
     if args.evaluate_only:
         return evaluate_only(args, device)
-    print(f"digits recipe: {args.steps} steps, profile {args.profile}, device {device}, out {args.out}")
+    print(f"digits recipe: {args.steps} steps, profile {args.profile}, device {device}, writing to {args.out}")
     model, losses, train_s = train(args, device)
     scheduler = make_scheduler()
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out / "unet", safe_serialization=True)
     scheduler.save_pretrained(args.out / "scheduler")
     start = time.perf_counter()
-    quality = measure(model, scheduler, args.seed, args.eval_per_label)
-    tail = losses[-min(100, len(losses)):]
-    record = dict(
-        model="digits", command=f"python -m diffusion_lessons.train digits --profile {args.profile} "
-                                f"--steps {args.steps} --seed {args.seed}",
+    quality = None if args.skip_eval else measure(model, scheduler, args.seed, args.eval_per_label)
+    eval_s = None if args.skip_eval else time.perf_counter() - start
+    record = common.run_record(
+        "digits", args, SETTINGS, started=started, losses=losses, train_s=train_s, device=device,
+        quality=quality, eval_s=eval_s, batch_size=BATCH_SIZE, lr=LR,
         data=dict(source="sklearn.datasets.load_digits", split="train", images=len(load_digits("train")[1]),
                   held_out=DIGITS_HELD_OUT, split_seed=DIGITS_SPLIT_SEED, size=DIGITS_SIZE,
                   preprocessing="8x8 values 0..16 -> bilinear upsample to 16x16 -> [-1, 1], ink = +1"),
-        seed=args.seed, profile=args.profile, steps=args.steps, batch_size=BATCH_SIZE, lr=LR,
-        optimizer="AdamW (weight_decay 0.01), grad-norm clip 1.0", lr_schedule="cosine from lr to 0",
+        loop=common.loop_settings(ema_max_decay=EMA_MAX_DECAY),
         noise_schedule=dict(kind=NOISE_SCHEDULE, num_train_timesteps=1000, diffusers="squaredcos_cap_v2"),
-        p_uncond=P_UNCOND, ema_max_decay=EMA_MAX_DECAY, saved_weights="EMA",
+        prediction_type=PREDICTION_TYPE, snr_gamma=SNR_GAMMA, p_uncond=P_UNCOND, saved_weights="EMA",
         unet=dict(parameters=count_parameters(model), **{k: list(v) if isinstance(v, tuple) else v
                                                          for k, v in DIGITS_UNET_CONFIG.items()}),
-        final_loss=round(sum(tail) / len(tail), 5), final_loss_window=len(tail), first_loss=round(losses[0], 5),
-        wall_time_s=round(train_s, 1), steps_per_s=round(args.steps / train_s, 2),
-        eval_time_s=round(time.perf_counter() - start, 1), quality=quality,
-        evaluated=dict(hardware=hardware(device), command="(with the training)"),
-        hardware=hardware(device), device=str(device), platform=platform.platform(),
-        versions=dict(python=platform.python_version(), torch=torch.__version__, diffusers=diffusers.__version__,
-                      diffusion_lessons=__version__),
+        evaluated=None if args.skip_eval else dict(hardware=common.hardware(device), command="(with the training)"),
     )
-    (args.out / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps({k: record[k] for k in ("steps", "wall_time_s", "steps_per_s", "final_loss", "quality")},
-                     indent=2))
+    common.write_record(record, args.out / "recipe.json")
     return record
 
 
 def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict:
-    """Re-measure the model saved under args.out with the current measures; update its recipe.json."""
-    from diffusers import UNet2DModel
+    """Re-measure the model saved under args.out (with its saved scheduler) with the current measures;
+    update its recipe.json."""
+    from diffusers import DDIMScheduler, UNet2DModel
 
     path = args.out / "recipe.json"
     if not path.is_file():
@@ -171,15 +140,16 @@ def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict:
     record = json.loads(path.read_text())
     model = UNet2DModel.from_pretrained(args.out / "unet", use_safetensors=True, local_files_only=True)
     model = model.to(device).eval()
+    scheduler = (DDIMScheduler.from_pretrained(args.out / "scheduler", local_files_only=True)
+                 if (args.out / "scheduler").is_dir() else make_scheduler())
     print(f"digits recipe: re-measuring {args.out} on {device}")
     start = time.perf_counter()
-    record["quality"] = measure(model, make_scheduler(), record["seed"], args.eval_per_label)
+    record["quality"] = measure(model, scheduler, record["seed"], args.eval_per_label)
     record["eval_time_s"] = round(time.perf_counter() - start, 1)
-    record["evaluated"] = dict(hardware=hardware(device),
+    record["evaluated"] = dict(hardware=common.hardware(device),
                                command=f"python -m diffusion_lessons.train digits --evaluate-only "
                                        f"--eval-per-label {args.eval_per_label}")
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(record["quality"], indent=2))
+    common.write_record(record, path, show=("quality",))
     return record
 
 

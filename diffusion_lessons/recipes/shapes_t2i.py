@@ -1,32 +1,55 @@
 """Recipe: the lesson-07 text-to-image model (python -m diffusion_lessons.train shapes-t2i).
 
-Needs the VAE first (python -m diffusion_lessons.train vae, same --out). Trains a word-level
-tokenizer's CLIPTextModel and a UNet2DConditionModel jointly on scaled VAE latents of generated
-captioned shapes: loss = MSE(eps_theta(z_t, t, text(caption)), eps), captions dropped to the empty
-prompt 15% of the time (for classifier-free guidance), EMA of the weights. Saves a diffusers
-StableDiffusionPipeline to OUT/ (save_pretrained, safetensors; OUT/vae/ and recipe-vae.json stay)
-and OUT/recipe.json with the measured quality.
+Needs the VAE first (python -m diffusion_lessons.train vae): --vae names its folder (default: --out if
+it holds vae/, else the newest ./runs/vae-*). Trains a word-level tokenizer's CLIPTextModel and a
+UNet2DConditionModel jointly in training.train_loop on scaled VAE latents of generated captioned shapes:
+loss = MSE(eps_theta(z_t, t, text(caption)), eps), captions dropped to the empty prompt 15% of the time
+(for classifier-free guidance), EMA of the weights, diffusers' cosine LR with warm-up. Saves a diffusers
+StableDiffusionPipeline to OUT/ (save_pretrained, safetensors, with the VAE and its recipe-vae.json) and
+OUT/recipe.json (the record of recipes.common) with the measured quality. OUT: --out, default
+./runs/shapes-t2i-<timestamp>.
 """
 
 from __future__ import annotations
 
-import copy
-import json
+import argparse
+import shutil
 import statistics
 import time
+from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import data, device as _device, evaluation, latents, models, t2i, text
 from ..schedules import make_schedule
-from .vae import cosine_lr, environment, parse_args
+from ..training import EMA, train_loop
+from . import common
+from .vae import RECORD as VAE_RECORD
 
-SETTINGS = {  # per run profile; --steps overrides steps
+SETTINGS = {  # per run profile; --steps, --batch-size, --n-train, --images-per-prompt override them
     "quick": dict(steps=2400, batch_size=128, n_train=20000, images_per_prompt=8),
     "full": dict(steps=10000, batch_size=128, n_train=50000, images_per_prompt=16),
 }
 LR, WARMUP, CAPTION_DROPOUT, EMA_DECAY, GRAD_CLIP = 1e-3, 100, 0.15, 0.999, 1.0
+LOOP = dict(weight_decay=0.0, warmup=WARMUP, max_grad_norm=GRAD_CLIP)  # train_loop's settings (and the EMA)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = common.make_parser("shapes-t2i", __doc__, SETTINGS)
+    parser.add_argument("--vae", type=Path, default=None,
+                        help="folder of the trained VAE (the vae recipe's --out; holds vae/ and recipe-vae.json); "
+                             "default: --out if it holds vae/, else the newest ./runs/vae-*")
+    return common.parse(parser, argv, "shapes-t2i", SETTINGS)
+
+
+def vae_folder(args: argparse.Namespace) -> Path:
+    """Where the trained VAE is: --vae, else --out if it holds vae/, else the newest ./runs/vae-*."""
+    found = [args.vae] if args.vae is not None else [args.out, *sorted(Path.cwd().glob("runs/vae-*"), reverse=True)]
+    for folder in found:
+        if (folder / "vae" / "config.json").is_file():
+            return folder
+    raise FileNotFoundError(f"no trained VAE in {', '.join(map(str, found))}: run python -m diffusion_lessons.train "
+                            f"vae first and pass its folder with --vae")
 
 
 @torch.no_grad()
@@ -34,24 +57,6 @@ def encode_dataset(vae, images: torch.Tensor, batch_size: int = 500) -> tuple[to
     """Unscaled posterior mean and std (N, 4, 8, 8) of every image: z is sampled from them every step."""
     dists = [latents.posterior(vae, images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
     return torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
-
-
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, for every parameter (one fused call)."""
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
-
-
-def train_step(parts: dict, batch: dict, generator: torch.Generator) -> torch.Tensor:
-    """One denoising loss on a batch: z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps; predict eps from text."""
-    z0, ids = batch["z0"], batch["ids"]
-    dev = z0.device
-    t = torch.randint(0, parts["schedule"].num_steps, (len(z0),), generator=generator).to(dev)
-    eps = torch.randn(z0.shape, generator=generator).to(dev)
-    z_t = parts["schedule"].add_noise(z0, eps, t)
-    emb = parts["text_encoder"](ids)[0]
-    eps_pred = parts["unet"](z_t, t, encoder_hidden_states=emb).sample
-    return torch.nn.functional.mse_loss(eps_pred, eps)
 
 
 def sample_batch(store: dict, batch_size: int, generator: torch.Generator) -> dict:
@@ -66,26 +71,16 @@ def sample_batch(store: dict, batch_size: int, generator: torch.Generator) -> di
     return dict(z0=z0, ids=ids)
 
 
-def fit(parts: dict, store: dict, args, generator: torch.Generator) -> list[float]:
-    """AdamW on text encoder + U-Net with a cosine learning rate and EMA; returns the loss of every step."""
-    trained = [parts["text_encoder"], parts["unet"]]
-    params = [p for m in trained for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
-    history = []
-    for step in (bar := tqdm(range(args.steps), desc="shapes-t2i")):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, args.steps, LR, WARMUP)
-        loss = train_step(parts, sample_batch(store, args.batch_size, generator), generator)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-        opt.step()
-        decay = min(EMA_DECAY, (1 + step) / (10 + step))
-        for model, ema in zip(trained, parts["ema"]):
-            ema_update(ema, model, decay)
-        history.append(loss.item())
-        bar.set_postfix(loss=f"{history[-1]:.4f}", refresh=False)
-    return history
+def loss_fn(trained: torch.nn.ModuleDict, schedule, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """One denoising loss on a batch: z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps; predict eps from text."""
+    z0, ids = batch["z0"], batch["ids"]
+    dev = z0.device
+    t = torch.randint(0, schedule.num_steps, (len(z0),), generator=generator).to(dev)
+    eps = torch.randn(z0.shape, generator=generator).to(dev)
+    z_t = schedule.add_noise(z0, eps, t)
+    emb = trained["text_encoder"](ids)[0]
+    eps_pred = trained["unet"](z_t, t, encoder_hidden_states=emb).sample
+    return torch.nn.functional.mse_loss(eps_pred, eps)
 
 
 def generation_seconds(pipe, repeats: int = 3) -> float:
@@ -128,56 +123,72 @@ def measure(pipe, args) -> dict:
     )
 
 
-def load_parts(args, dev: torch.device) -> dict:
-    """The trained VAE (frozen) and fresh tokenizer, text encoder, U-Net, their EMA copies and the schedule."""
+def load_parts(args: argparse.Namespace, dev: torch.device) -> dict:
+    """The trained VAE (frozen), a fresh tokenizer, the trained pair (text encoder, U-Net) and the schedule."""
     from diffusers import AutoencoderKL
 
-    if not (args.out / "vae" / "config.json").is_file():
-        raise FileNotFoundError(f"{args.out / 'vae'} is missing: run python -m diffusion_lessons.train vae "
-                                f"--out {args.out} first")
-    vae = AutoencoderKL.from_pretrained(args.out / "vae", use_safetensors=True, local_files_only=True)
+    folder = vae_folder(args)
+    print(f"shapes-t2i recipe: VAE from {folder / 'vae'}")
+    vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True, local_files_only=True)
     tokenizer = text.build_tokenizer()
-    parts = dict(vae=vae.to(dev).eval().requires_grad_(False), tokenizer=tokenizer,
-                 text_encoder=text.build_text_encoder(tokenizer, seed=args.seed).to(dev).train(),
-                 unet=models.build_shapes_unet(seed=args.seed).to(dev).train(),
-                 schedule=make_schedule("scaled_linear"))
-    parts["ema"] = [copy.deepcopy(parts[m]).requires_grad_(False) for m in ("text_encoder", "unet")]
-    return parts
+    trained = torch.nn.ModuleDict(dict(text_encoder=text.build_text_encoder(tokenizer, seed=args.seed),
+                                       unet=models.build_shapes_unet(seed=args.seed)))
+    return dict(vae=vae.to(dev).eval().requires_grad_(False), vae_folder=folder, tokenizer=tokenizer,
+                trained=trained.to(dev), schedule=make_schedule("scaled_linear"))
+
+
+def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: torch.Generator) -> tuple:
+    """Encode the training set once, then train_loop; returns (EMA of the pair, loss history, seconds)."""
+    images = data.make_shapes(args.n_train, generator=_device.make_generator(args.seed))
+    mean, std = encode_dataset(parts["vae"], images.images.to(dev))
+    store = dict(mean=mean, std=std, scaling_factor=parts["vae"].config.scaling_factor,
+                 ids=text.tokenize(parts["tokenizer"], images.captions).to(dev),
+                 empty_ids=text.tokenize(parts["tokenizer"], "")[0].to(dev))
+    trained, schedule = parts["trained"], parts["schedule"]
+    ema = EMA(trained, max_decay=EMA_DECAY)
+    start = time.perf_counter()
+    history = train_loop(trained, lambda batch, gen: loss_fn(trained, schedule, batch, gen),
+                         lambda gen: sample_batch(store, args.batch_size, gen), steps=args.steps, lr=LR,
+                         generator=generator, ema=ema, desc="shapes-t2i", **LOOP)
+    common.synchronize(dev)
+    return ema.model, history, time.perf_counter() - start
+
+
+def save(parts: dict, averaged: torch.nn.ModuleDict, out: Path) -> None:
+    """The pipeline from the EMA weights (StableDiffusionPipeline layout) and the VAE's record next to it."""
+    t2i.save_pipeline(t2i.assemble_pipeline(parts["vae"], parts["tokenizer"], averaged["text_encoder"],
+                                            averaged["unet"]), out)
+    source = parts["vae_folder"] / VAE_RECORD
+    if source.is_file() and source.resolve() != (out / VAE_RECORD).resolve():
+        shutil.copyfile(source, out / VAE_RECORD)
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Train, assemble, save and measure the text-to-image pipeline; returns the recipe record."""
-    args = parse_args(argv, "shapes-t2i", __doc__, SETTINGS)
-    start, dev = time.time(), _device.pick_device()
+    started = time.perf_counter()
+    args = parse_args(argv)
+    dev = _device.pick_device()
+    print(f"shapes-t2i recipe: {args.steps} steps, profile {args.profile}, device {dev}, writing to {args.out}")
     generator = _device.seed_everything(args.seed)
     parts = load_parts(args, dev)
-    train = data.make_shapes(args.n_train, generator=_device.make_generator(args.seed))
-    mean, std = encode_dataset(parts["vae"], train.images.to(dev))
-    store = dict(mean=mean, std=std, scaling_factor=parts["vae"].config.scaling_factor,
-                 ids=text.tokenize(parts["tokenizer"], train.captions).to(dev),
-                 empty_ids=text.tokenize(parts["tokenizer"], "")[0].to(dev))
-    t_train = time.time()
-    history = fit(parts, store, args, generator)
-    train_s = time.time() - t_train
-    text_encoder, unet = (m.eval() for m in parts["ema"])
-    t2i.save_pipeline(t2i.assemble_pipeline(parts["vae"], parts["tokenizer"], text_encoder, unet), args.out)
+    averaged, history, train_s = train(parts, args, dev, generator)
+    save(parts, averaged, args.out)
+    t_eval = time.perf_counter()
     pipe = t2i.load_pipeline(args.out, dev)  # measure what was saved, loaded back the way users load it
-    record = dict(
-        recipe="python -m diffusion_lessons.train shapes-t2i " + " ".join(argv or []),
+    quality = None if args.skip_eval else measure(pipe, args)
+    record = common.run_record(
+        "shapes-t2i", args, SETTINGS, started=started, losses=history, train_s=train_s, device=dev,
+        quality=quality, eval_s=None if args.skip_eval else time.perf_counter() - t_eval,
+        batch_size=args.batch_size, lr=LR, loop=common.loop_settings(**LOOP, ema_max_decay=EMA_DECAY),
         data=dict(kind="captioned shapes (diffusion_lessons.data.make_shapes, caption_style='mixed')",
-                  n_train=args.n_train, train_seed=args.seed, image_size=32, latents="4x8x8, scaled VAE samples"),
-        models=dict(unet=dict(config=models.SHAPES_UNET_CONFIG, parameters=models.count_parameters(unet)),
+                  n_train=args.n_train, train_seed=args.seed, image_size=32, latents="4x8x8, scaled VAE samples",
+                  vae=str(parts["vae_folder"] / "vae")),
+        models=dict(unet=dict(config=models.SHAPES_UNET_CONFIG, parameters=models.count_parameters(pipe.unet)),
                     text_encoder=dict(config=text.TEXT_ENCODER_CONFIG,
-                                      parameters=models.count_parameters(text_encoder)),
+                                      parameters=models.count_parameters(pipe.text_encoder)),
                     tokenizer=dict(kind="tokenizers WordLevel as PreTrainedTokenizerFast",
                                    vocab_size=len(parts["tokenizer"]), max_length=text.MAX_LENGTH),
                     scheduler="DDIMScheduler, scaled_linear 0.00085..0.012, 1000 train steps"),
-        seed=args.seed, profile=args.profile, steps=args.steps, batch_size=args.batch_size, lr=LR, warmup=WARMUP,
-        lr_schedule="cosine to 0", optimizer="AdamW", grad_clip=GRAD_CLIP, caption_dropout=CAPTION_DROPOUT,
-        ema_decay=EMA_DECAY, final_loss=sum(history[-100:]) / len(history[-100:]),
-        train_seconds=round(train_s, 1), steps_per_second=round(args.steps / train_s, 2),
-        quality=measure(pipe, args), **environment(dev))
-    record["wall_seconds"] = round(time.time() - start, 1)
-    (args.out / "recipe.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    print(json.dumps({k: record[k] for k in ("steps", "final_loss", "quality", "wall_seconds")}))
+        caption_dropout=CAPTION_DROPOUT)
+    common.write_record(record, args.out / "recipe.json")
     return record

@@ -1,0 +1,97 @@
+"""The three recipes share one command line and one record (recipes.common): where a run writes, the
+guard on the shipped folder, and a 2-step run of each with --skip-eval (the real models, tiny batches)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from diffusers import DDIMScheduler
+
+from diffusion_lessons.pretrained import ROOT
+from diffusion_lessons.recipes import digits, shapes_t2i, vae
+
+RECIPES = {"digits": digits, "vae": vae, "shapes-t2i": shapes_t2i}
+SHIPPED = {"digits": ROOT / "digits", "vae": ROOT / "shapes-t2i", "shapes-t2i": ROOT / "shapes-t2i"}
+# the fields every record has (recipes.common.run_record), and the older names the lessons read
+RECORD_KEYS = {"model", "command", "data", "seed", "profile", "steps", "batch_size", "lr", "optimizer",
+               "lr_schedule", "warmup", "ema_max_decay", "first_loss", "final_loss", "final_loss_window",
+               "wall_time_s", "steps_per_s", "eval_time_s", "total_time_s", "quality", "hardware", "device",
+               "cpu_threads", "platform", "versions", "recipe", "train_seconds", "steps_per_second",
+               "wall_seconds", "torch", "diffusers"}
+TINY = ["--steps", "2", "--skip-eval", "--profile", "quick"]
+TINY_SHAPES = [*TINY, "--n-train", "16", "--batch-size", "4"]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_default_out_is_a_new_folder_under_runs(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = RECIPES[name].parse_args([]).out
+    assert out.parent == tmp_path / "runs" and out.name.startswith(f"{name}-20")
+    assert not out.resolve().is_relative_to(ROOT.resolve())
+    out.mkdir(parents=True)  # a second run in the same second gets its own folder
+    assert RECIPES[name].parse_args([]).out != out
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_writing_into_the_shipped_folder_needs_force(name, capsys):
+    for out in (SHIPPED[name], SHIPPED[name] / ".." / SHIPPED[name].name / "again"):
+        with pytest.raises(SystemExit):
+            RECIPES[name].parse_args(["--out", str(out)])
+        assert "--force" in capsys.readouterr().err
+    assert RECIPES[name].parse_args(["--out", str(SHIPPED[name]), "--force"]).out == SHIPPED[name]
+
+
+def test_evaluate_only_needs_out_and_force_for_the_shipped_model(capsys):
+    with pytest.raises(SystemExit):
+        digits.parse_args(["--evaluate-only"])
+    assert "needs --out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        digits.parse_args(["--evaluate-only", "--out", str(ROOT / "digits")])
+    assert "--force" in capsys.readouterr().err
+
+
+def read_record(path) -> dict:
+    record = json.loads(path.read_text())
+    assert RECORD_KEYS <= set(record), RECORD_KEYS - set(record)
+    assert record["steps"] == 2 and record["quality"] is None and record["eval_time_s"] is None
+    assert record["command"].startswith("python -m diffusion_lessons.train ") and "--steps 2" in record["command"]
+    return record
+
+
+def test_digits_recipe_with_skip_eval(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(digits, "BATCH_SIZE", 8)
+    returned = digits.main(TINY)
+    (out,) = (tmp_path / "runs").iterdir()
+    record = read_record(out / "recipe.json")
+    assert record == json.loads(json.dumps(returned))
+    assert record["model"] == "digits" and record["batch_size"] == 8 and record["evaluated"] is None
+    assert record["prediction_type"] == digits.PREDICTION_TYPE and record["snr_gamma"] == digits.SNR_GAMMA
+    scheduler = DDIMScheduler.from_pretrained(out / "scheduler", local_files_only=True)
+    assert scheduler.config.prediction_type == digits.PREDICTION_TYPE
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_vae_then_shapes_t2i_with_skip_eval(tmp_path, monkeypatch):
+    """The default flow: train vae, then shapes-t2i finds the newest ./runs/vae-* without --vae."""
+    monkeypatch.chdir(tmp_path)
+    vae.main(TINY_SHAPES)
+    (vae_out,) = (tmp_path / "runs").iterdir()
+    record = read_record(vae_out / "recipe-vae.json")
+    assert record["model"] == "vae" and record["scaling_factor"] > 0 and record["ema_max_decay"] is None
+
+    shapes_t2i.main([*TINY_SHAPES, "--images-per-prompt", "1"])
+    (out,) = (p for p in (tmp_path / "runs").iterdir() if p.name.startswith("shapes-t2i-"))
+    record = read_record(out / "recipe.json")
+    assert record["model"] == "shapes-t2i" and record["data"]["vae"] == str(vae_out / "vae")
+    assert record["ema_max_decay"] == shapes_t2i.EMA_DECAY
+    for part in ("vae", "text_encoder", "unet", "tokenizer", "scheduler"):
+        assert (out / part).is_dir(), part
+    assert (out / "recipe-vae.json").read_text() == (vae_out / "recipe-vae.json").read_text()
+
+
+def test_shapes_t2i_needs_a_trained_vae(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="train vae"):
+        shapes_t2i.main(TINY_SHAPES)
