@@ -8,8 +8,8 @@ from diffusers import DDIMScheduler, UNet2DModel
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
 from diffusion_lessons.data import NULL_LABEL
-from diffusion_lessons.guidance import (branch_labels, cfg_combine, check_labels, drop_labels, guided_eps,
-                                        rescale_guidance)
+from diffusion_lessons.guidance import (branch_labels, cfg_combine, check_labels, drop_labels, guided_denoiser,
+                                        guided_eps, rescale_guidance)
 from diffusion_lessons.models import predict_eps
 from diffusion_lessons.sampling import sample
 from diffusion_lessons.schedules import make_schedule, to_diffusers_config
@@ -117,6 +117,57 @@ def test_sample_loop_guidance_equals_a_two_pass_diffusers_loop(unet):
             x = ref.step(u + s * (c - u), t, x).prev_sample
     ours = sample(unet, make_schedule("cosine"), labels, steps=6, guidance_scale=s, x_T=x_T, progress=False)
     torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+
+
+# ---- guidance as a wrapper around any denoiser ----
+
+
+class CountingDenoiser:
+    """denoise(x, t, cond) = x * cond-dependent scale + t / 1000, counting its calls and batch sizes."""
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, x, t, cond):
+        self.batches.append(x.shape[0])
+        scale = cond.float().mean(dim=tuple(range(1, cond.ndim))) if cond.ndim > 1 else cond.float()
+        return x * scale.reshape(-1, *([1] * (x.ndim - 1))) + t / 1000
+
+
+@pytest.mark.parametrize("s, phi", [(3.0, 0.0), (0.5, 0.0), (7.5, 0.7), (0.0, 0.5)])
+def test_guided_denoiser_is_one_pass_of_the_formula(s, phi):
+    """Same rule for class labels (B,) and for text embeddings (B, L, D): one call on [x; x] with [cond; uncond]."""
+    x, t = pair(5)[0], torch.tensor(300)
+    for cond, uncond in [(torch.tensor([1, 2, 3, 4]), torch.full((4,), NULL_LABEL)),
+                         (torch.randn(4, 6, 8, generator=torch.Generator().manual_seed(1)), torch.zeros(4, 6, 8))]:
+        denoise = CountingDenoiser()
+        guided = guided_denoiser(denoise, s, uncond, phi)(x, t, cond)
+        assert denoise.batches == [8]
+        c, u = denoise(x, t, cond), denoise(x, t, uncond)
+        torch.testing.assert_close(guided, rescale_noise_cfg(u + s * (c - u), c, phi))
+
+
+def test_guided_denoiser_runs_one_branch_at_scale_1_and_0():
+    x, t, cond, uncond = pair(6)[0], torch.tensor(10), torch.tensor([1, 2, 3, 4]), torch.full((4,), NULL_LABEL)
+    denoise = CountingDenoiser()
+    assert torch.equal(guided_denoiser(denoise, 1.0, None)(x, t, cond), denoise(x, t, cond))
+    assert torch.equal(guided_denoiser(denoise, 0.0, uncond)(x, t, cond), denoise(x, t, uncond))
+    assert denoise.batches == [4] * 4
+
+
+def test_guided_denoiser_bad_inputs():
+    denoise, x, t = CountingDenoiser(), pair()[0], torch.tensor(1)
+    cases = [
+        (lambda: guided_denoiser(denoise, -0.5, torch.zeros(4)), "guidance_scale must be a finite number >= 0"),
+        (lambda: guided_denoiser(denoise, True, torch.zeros(4)), "guidance_scale"),
+        (lambda: guided_denoiser(denoise, 2.0, torch.zeros(4), guidance_rescale=2),
+         r"guidance_rescale must lie in \[0, 1\]"),
+        (lambda: guided_denoiser(denoise, 2.0, None), "uncond: guidance .* needs the unconditional"),
+        (lambda: guided_denoiser(denoise, 2.0, torch.zeros(3))(x, t, torch.ones(4)), r"uncond must hold one .* \(4\)"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
 
 
 # ---- label dropout ----

@@ -102,6 +102,49 @@ def test_bad_arguments(pipe):
         t2i.generate(pipe, "a red circle", num_inference_steps=0)
 
 
+def with_scheduler(pipe, scheduler):
+    return t2i.assemble_pipeline(pipe.vae, pipe.tokenizer, pipe.text_encoder, pipe.unet, scheduler)
+
+
+@pytest.mark.parametrize("variant", ["ddpm", "v_prediction"])
+def test_the_one_loop_follows_the_pipelines_scheduler(pipe, variant):
+    """DDPMScheduler, and a v-prediction DDIMScheduler: t2i's loop (the digits' loop) still equals the pipeline."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    config = dict(pipe.scheduler.config)
+    if variant == "ddpm":
+        other = with_scheduler(pipe, DDPMScheduler.from_config(config, clip_sample=False))
+    else:
+        other = with_scheduler(pipe, DDIMScheduler.from_config(config, prediction_type="v_prediction"))
+    kw = dict(num_inference_steps=4, guidance_scale=5.0, num_images_per_prompt=1)
+    torch.testing.assert_close(t2i.generate(other, PROMPTS, generator=gen(4), **kw),
+                               t2i.pipeline_images(other, PROMPTS, gen(4), **kw), atol=2e-5, rtol=0)
+
+
+def test_scales_below_1_follow_lesson_05_not_diffusers_switch(pipe):
+    """The package's rule at every s: s = 0 is the empty prompt's sample. diffusers' pipeline switches guidance
+    off for s <= 1, so its s = 0.5 is its s = 1; the package's s = 0.5 lies between its s = 0 and s = 1."""
+    def run(prompt, s):
+        return t2i.generate(pipe, prompt, num_inference_steps=3, guidance_scale=s, generator=gen(5))
+
+    torch.testing.assert_close(run(PROMPTS[0], 0.0), run("", 1.0), atol=1e-6, rtol=0)
+    half, one, zero = run(PROMPTS[0], 0.5), run(PROMPTS[0], 1.0), run(PROMPTS[0], 0.0)
+    assert (half - one).abs().max() > 1e-3 and (half - zero).abs().max() > 1e-3
+    theirs = [t2i.pipeline_images(pipe, PROMPTS[:1], gen(5), num_inference_steps=3, guidance_scale=s) for s in (0.5, 1)]
+    torch.testing.assert_close(theirs[0], theirs[1])
+    torch.testing.assert_close(one, theirs[1], atol=2e-5, rtol=0)
+
+
+def test_other_schedulers_and_scales_are_refused(pipe):
+    from diffusers import EulerDiscreteScheduler
+
+    euler = with_scheduler(pipe, EulerDiscreteScheduler.from_config(pipe.scheduler.config))
+    with pytest.raises(ValueError, match="pipe.scheduler must be a DDIMScheduler or a DDPMScheduler"):
+        t2i.generate(euler, PROMPTS[0], num_inference_steps=2)
+    with pytest.raises(ValueError, match="guidance_scale must be a finite number >= 0"):
+        t2i.generate(pipe, PROMPTS[0], num_inference_steps=2, guidance_scale=-1.0)
+
+
 def test_load_pretrained_by_name_with_this_layout(saved, monkeypatch):
     import shutil
 
