@@ -157,6 +157,34 @@ def within_class_diversity(images: torch.Tensor, labels, normalize: bool = True,
     return value / _real_within_class(images.shape[-1], space) if normalize else value
 
 
+def diversity_per_sample(images: torch.Tensor, labels, space: str = "features") -> torch.Tensor:
+    """(B,) each image's mean distance to the other images of its label, relative to real held-out digits.
+    Their mean equals within_class_diversity when every label has the same number of images; their spread
+    gives its bootstrap interval (within_class_diversity_estimate)."""
+    _check_space(space)
+    labels = torch.as_tensor(labels).reshape(-1).cpu()
+    if labels.shape[0] != len(images):
+        raise ValueError(f"labels must hold one label per image ({len(images)}), got {labels.shape[0]}")
+    points = _F.normalize(digit_features(images), dim=1) if space == "features" else _flat_pixels(images)
+    out = torch.full((len(images),), float("nan"))
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().reshape(-1)
+        if len(idx) >= 2:
+            d = torch.cdist(points[idx], points[idx])
+            out[idx] = d.sum(1) / (len(idx) - 1)
+    if torch.isnan(out).all():
+        raise ValueError("labels: need at least one class with 2 or more images")
+    return out[~torch.isnan(out)] / _real_within_class(images.shape[-1], space)
+
+
+def within_class_diversity_estimate(images: torch.Tensor, labels, space: str = "features",
+                                    seed: int = 0) -> "Estimate":  # noqa: F821
+    """within_class_diversity (1.0 = real digits) with a 95% bootstrap interval over the samples."""
+    from .stats import bootstrap_interval
+
+    return bootstrap_interval(diversity_per_sample(images, labels, space).numpy(), seed=seed)
+
+
 # Roughness: how much of an image lives in frequencies that real digits cannot have. sklearn's digits are
 # 8x8 scans shown at 16x16 by a bilinear upsample, so a real digit is (nearly) fully described by its 8x8
 # block means; what an 8x8 area downsample followed by the same bilinear upsample cannot reproduce is
@@ -212,6 +240,19 @@ def evaluate_digits_model(model: torch.nn.Module, schedule, per_label: int = 20,
     return dict(fidelity=fidelity(classifier, images, labels), rough=rough_share(images),
                 diversity=within_class_diversity(images, labels),
                 pixel_diversity=within_class_diversity(images, labels, space="pixels"), images=images, labels=labels)
+
+
+def measure_digits(images: torch.Tensor, labels, classifier: DigitClassifier | None = None) -> dict:
+    """Every digits measure as an Estimate with its 95% interval and n: fidelity and rough share (Wilson),
+    diversity between shapes and in pixels (bootstrap). Keys: fidelity, rough, diversity, pixel_diversity."""
+    from .stats import proportion
+
+    labels = torch.as_tensor(labels).reshape(-1).cpu()
+    classifier = classifier or train_digit_classifier(images.shape[-1])
+    images = images.detach().cpu()
+    return dict(fidelity=proportion(classifier.predict(images) == labels), rough=proportion(rough_mask(images)),
+                diversity=within_class_diversity_estimate(images, labels),
+                pixel_diversity=within_class_diversity_estimate(images, labels, space="pixels"))
 
 # ---- captioned shapes ----
 # The reader is rule-based, "analysis by synthesis": background = the border's median color; shape

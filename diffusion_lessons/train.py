@@ -1,8 +1,10 @@
 """Train a shipped model from its seeded recipe: python -m diffusion_lessons.train NAME.
 
 Each recipe lives in diffusion_lessons/recipes/ and writes its model in diffusers'
-save_pretrained layout (safetensors) under diffusion_lessons/pretrained/, with a recipe
-record (data, seed, steps, wall time, hardware, final loss, measured quality).
+save_pretrained layout (safetensors), with a recipe record (data, seed, steps, wall time,
+hardware, final loss, measured quality), into a fresh folder ./runs/NAME-<timestamp> under the
+working directory by default. It writes into the shipped diffusion_lessons/pretrained/ only when
+--out names that folder and --force is given.
 """
 
 from __future__ import annotations

@@ -1,0 +1,59 @@
+"""Full-size measurement records (python -m diffusion_lessons.measure NAME) belong to the weights that ship."""
+
+import json
+
+import pytest
+import torch
+
+from diffusion_lessons import measure
+from diffusion_lessons.pretrained import ROOT
+
+
+def _records():
+    return sorted(ROOT.glob(f"*/{measure.RECORD_NAME}"))
+
+
+@pytest.mark.parametrize("path", _records(), ids=lambda p: p.parent.name)
+def test_each_record_belongs_to_the_shipped_model(path):
+    record = json.loads(path.read_text())
+    assert record["model"] == path.parent.name
+    assert measure.record_matches_model(record, path.parent), (
+        f"{path} was measured on other weights: run python -m diffusion_lessons.measure {path.parent.name}")
+
+
+def test_the_digits_record_exists_and_states_n_and_intervals():
+    path = ROOT / "digits" / measure.RECORD_NAME
+    assert path.is_file(), "run python -m diffusion_lessons.measure digits"
+    record = json.loads(path.read_text())
+    rows = list(record["guidance"].values()) + list(record["samplers"].values())
+    assert set(record["guidance"]) == {f"{s:.1f}" for s in measure.DIGITS_GUIDANCE_SCALES}
+    for row in rows:
+        for key in ("fidelity", "rough", "diversity", "pixel_diversity"):
+            est = row[key]
+            assert est["n"] >= 500 and est["low"] <= est["value"] <= est["high"]
+
+
+def test_hash_changes_with_the_weights(tmp_path):
+    (tmp_path / "unet").mkdir()
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(3)}, tmp_path / "unet" / "m.safetensors")
+    before = measure.model_hashes(tmp_path)
+    record = {"model_sha256": before}
+    assert measure.record_matches_model(record, tmp_path)
+    save_file({"w": torch.ones(3)}, tmp_path / "unet" / "m.safetensors")
+    assert not measure.record_matches_model(record, tmp_path)
+
+
+def test_a_model_folder_without_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        measure.model_hashes(tmp_path)
+
+
+def test_bad_arguments_are_clear_errors(capsys):
+    with pytest.raises(SystemExit):
+        measure.main(["digits", "--per-label", "1"])
+    assert "--per-label must be >= 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        measure.main(["nonsense"])
+    assert "invalid choice" in capsys.readouterr().err
