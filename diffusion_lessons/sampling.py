@@ -9,7 +9,8 @@ The engine lives in small modules, re-exported here under the names the lessons 
 sample_loop turns a model (UNet2DModel or TinyUNet), a schedule and digit labels into a denoiser
 (guided when guidance_scale != 1) and runs the loop. With a diffusers scheduler as the schedule its
 config.prediction_type says what the network predicts ('epsilon', 'v_prediction' or 'sample'), and
-its timestep_spacing, steps_offset and set_alpha_to_one set the timesteps and the last step.
+its timestep_spacing, steps_offset and set_alpha_to_one set the timesteps and the last step (the
+spacings and why the digits use 'leading': loop's docstring).
 """
 
 from __future__ import annotations
