@@ -27,18 +27,17 @@ from .data import NULL_LABEL
 from .device import pick_device
 from .guidance import drop_labels
 from .models import predict_eps
+from .parameterisation import PREDICTION_TYPES, check_prediction_type  # noqa: F401
 from .schedules import NoiseSchedule, make_schedule
 
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # diffusers' names for eps, v and x0
 
 
 def loss_target(schedule: NoiseSchedule, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                 prediction_type: str = "epsilon") -> torch.Tensor:
     """What the network is trained to output: eps, v = sqrt(abar) eps - sqrt(1 - abar) x0
     (Salimans and Ho 2022) or x0 itself ('sample'), as in diffusers' training examples."""
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    check_prediction_type(prediction_type)
     if prediction_type == "epsilon":
         return eps
     if prediction_type == "sample":
@@ -209,8 +208,7 @@ def fit(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = 
     (AdamW, cosine-decayed LR, EMA if given), on pick_device(); the bar shows the recent mean loss. Returns
     the loss of every step. schedule: default make_schedule('cosine'); ema: an EMA(model) (it moves too)."""
     _check_fit_args(x0, labels, steps, batch_size, lr)
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    check_prediction_type(prediction_type)
     schedule = schedule or make_schedule("cosine")
     device = torch.device(device) if device is not None else pick_device()
     model.to(device)
