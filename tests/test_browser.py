@@ -1,9 +1,11 @@
-"""The explorers work in a real browser: JupyterLab driven by headless Debian Chromium (lessons 02, 05).
+"""The explorers work in a real browser: JupyterLab driven by headless Debian Chromium (every lesson with one).
 
 Starts JupyterLab on a free localhost port with the project's kernel, opens a lesson, runs all
-cells, moves the explorer's slider with the keyboard and checks that the picture changed
-(screenshots before and after differ). Playwright drives the `chromium` executable on the PATH
-(Debian's package); it never downloads a browser. Without chromium the test is skipped.
+cells, checks that each explorer cell renders exactly one explorer (a cell whose last expression
+returns the box already displayed shows it twice), moves the explorer's slider with the keyboard and
+checks that the picture changed (screenshots before and after differ). Playwright drives the
+`chromium` executable on the PATH (Debian's package); it never downloads a browser. Without chromium
+the browser tests are skipped; the stored outputs are checked for the same duplicate without one.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -197,6 +197,7 @@ def assert_picture_changes(page, lab: Lab, notebook: str, label: str) -> None:
 
     page.set_default_timeout(30_000)
     open_and_run(page, lab, notebook)
+    assert_one_explorer_per_cell(page, notebook)
     explorer, slider = find_slider(page, re.compile(label, re.I))
     image = explorer.locator(".dl-explorer-image")
     image.scroll_into_view_if_needed()
@@ -214,17 +215,70 @@ def assert_picture_changes(page, lab: Lab, notebook: str, label: str) -> None:
     assert "Saving file at" not in lab.tail(20_000), f"the browser run saved a file: {lab.tail()}"
 
 
-@pytest.mark.parametrize("notebook, label", [
-    ("02_forward_noising.ipynb", r"^\s*t\b|time|step"),            # the timestep slider
-    ("05_classifier_free_guidance.ipynb", r"guid|scale|^\s*w\b"),  # the guidance-scale slider
-])
-def test_explorer_slider_changes_picture(notebook: str, label: str, request) -> None:
-    if not (NOTEBOOKS / notebook).exists():
-        pytest.skip(f"notebooks/{notebook} does not exist yet: its slider is not checked")
+# The slider each lesson's explorer is driven by (a regex on its label). Every lesson whose code calls
+# explorer(...) must be listed: test_every_explorer_lesson_is_covered fails when a new one is not.
+SLIDERS = {
+    "01_gaussian_noise.ipynb": r"beta|noise",                       # the amount of noise
+    "02_forward_noising.ipynb": r"^\s*t\b|time|step",              # the timestep slider
+    "04_sampling.ipynb": r"step",                                   # the trajectory's step
+    "05_classifier_free_guidance.ipynb": r"guid|scale|^\s*w\b",    # the guidance-scale slider
+    "06_vae.ipynb": r"weight",                                      # the interpolation weight
+    "07_text_to_image.ipynb": r"guid|scale",                        # the guidance-scale slider
+}
+
+
+def explorer_cells(notebook: Path) -> list[dict]:
+    """The stored code cells of a lesson that build an explorer."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return [c for c in cells if c["cell_type"] == "code" and "explorer(" in "".join(c["source"])]
+
+
+def explorer_lessons() -> list[str]:
+    return sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") if explorer_cells(p))
+
+
+def test_every_explorer_lesson_is_covered() -> None:
+    found = explorer_lessons()
+    assert found, "no lesson builds an explorer: is the notebooks folder there?"
+    missing = [name for name in found if name not in SLIDERS]
+    assert not missing, f"lessons with an explorer but no slider to drive in SLIDERS: {missing}"
+
+
+@pytest.mark.parametrize("notebook", explorer_lessons())
+def test_stored_explorer_cells_show_one_explorer(notebook: str) -> None:
+    """No browser needed: in the stored outputs each explorer cell holds exactly one Explorer view."""
+    for cell in explorer_cells(NOTEBOOKS / notebook):
+        views = [o for o in cell.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                 and "".join(o["data"].get("text/plain", "")).startswith("Explorer(")]
+        last_line = "".join(cell["source"]).strip().splitlines()[-1]
+        assert len(views) == 1, (f"{notebook}: the explorer cell ending in {last_line!r} stores {len(views)} "
+                                 f"explorer views (a last expression that returns the box displays it again)")
+
+
+# Per code cell of the open notebook: does it build an explorer, and how many explorers did it render?
+EXPLORERS_PER_CELL = """() => window.jupyterapp.shell.currentWidget.content.widgets
+  .filter(w => w.model.type === 'code')
+  .map(w => ({builds: w.model.sharedModel.getSource().includes('explorer('),
+               rendered: w.node.querySelectorAll('.dl-explorer').length}))"""
+
+
+def assert_one_explorer_per_cell(page, notebook: str) -> None:
+    """Each cell that builds an explorer renders exactly one (.dl-explorer), and no other cell renders one."""
+    page.wait_for_function(f"() => ({EXPLORERS_PER_CELL})().every(c => !c.builds || c.rendered > 0)",
+                           timeout=60_000)
+    page.wait_for_timeout(1000)  # let any second view of the same widget render too
+    cells = page.evaluate(EXPLORERS_PER_CELL)
+    wrong = [(i, c["rendered"]) for i, c in enumerate(cells) if c["rendered"] != (1 if c["builds"] else 0)]
+    assert not wrong, f"{notebook}: (code cell, explorers rendered) where each explorer cell must show one: {wrong}"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("notebook", explorer_lessons())
+def test_explorer_slider_changes_picture(notebook: str, request) -> None:
     browser, lab = request.getfixturevalue("browser"), request.getfixturevalue("lab")
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     try:
-        assert_picture_changes(page, lab, notebook, label)
+        assert_picture_changes(page, lab, notebook, SLIDERS[notebook])
     finally:
         page.close()
         lab.shutdown_kernels()
