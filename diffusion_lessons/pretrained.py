@@ -1,29 +1,63 @@
-"""The models the book ships, trained by its own recipes, loaded offline by name.
+"""The models the book ships, trained by its own recipes, loaded offline by name and checked before use.
 
 Layout (diffusers' save_pretrained, safetensors only) under diffusion_lessons/pretrained/:
-  digits/      unet/, scheduler/, recipe.json             (python -m diffusion_lessons.train digits)
+  digits/      unet/, scheduler/, recipe.json, manifest.json       (python -m diffusion_lessons.train digits)
   shapes-t2i/  a StableDiffusionPipeline folder: vae/, text_encoder/, tokenizer/, unet/,
-               scheduler/, model_index.json, recipe-vae.json, recipe.json
+               scheduler/, model_index.json, recipe-vae.json, recipe.json, manifest.json
                (python -m diffusion_lessons.train vae, then ... train shapes-t2i)
+
+manifest.json maps every weight and config file (relative path) to its SHA-256; the recipe writes it with the
+model. load_pretrained checks the files it loads against it and says which one differs, and checks the scheduler
+and VAE configs against the recipe record. Write a manifest for a folder trained before manifests existed:
+python -m diffusion_lessons.pretrained --write-manifest NAME (or a folder).
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent / "pretrained"
 NAMES = ("digits", "vae", "text", "shapes-t2i")
+MANIFEST = "manifest.json"
+RECORDS = ("recipe.json", "recipe-vae.json")   # records and measurements are not in the manifest: they are
+NOT_HASHED = (*RECORDS, MANIFEST, "measurements.json")  # rewritten by re-measuring, the weights are not
+# what each name loads from its folder: sub-folders (with the file each must hold) and top-level files
+PARTS = {
+    "digits": {"unet/": "config.json", "scheduler/": "scheduler_config.json"},
+    "vae": {"vae/": "config.json"},
+    "text": {"tokenizer/": "tokenizer_config.json", "text_encoder/": "config.json"},
+    "shapes-t2i": {"vae/": "config.json", "text_encoder/": "config.json", "tokenizer/": "tokenizer_config.json",
+                   "unet/": "config.json", "scheduler/": "scheduler_config.json", "model_index.json": None},
+}
+# the schedule of records written before recipes recorded noise_schedule (the shipped shapes-t2i of 2400 steps)
+LEGACY_SCHEDULE = {"shapes-t2i": dict(num_train_timesteps=1000, beta_schedule="scaled_linear")}
+
+
+def _folder_of(name: str) -> Path:
+    if name not in NAMES:
+        raise ValueError(f"name must be one of {NAMES}, got {name!r}")
+    return ROOT / ("shapes-t2i" if name in ("vae", "text") else name)
+
+
+def _recipe_of(name: str) -> str:
+    return "shapes-t2i" if name == "text" else name
 
 
 def pretrained_path(name: str) -> Path:
-    """The folder that holds the shipped model `name`."""
-    if name not in NAMES:
-        raise ValueError(f"name must be one of {NAMES}, got {name!r}")
-    folder = ROOT / ("shapes-t2i" if name in ("vae", "text") else name)
+    """The folder that holds the shipped model `name`, checked to hold every part that `name` loads."""
+    folder = _folder_of(name)
+    expected = ", ".join(PARTS[name])
     if not folder.is_dir():
-        recipe = "shapes-t2i" if name == "text" else name
-        raise FileNotFoundError(f"{folder} is missing: train it with python -m diffusion_lessons.train {recipe}")
+        raise FileNotFoundError(f"{name} model not found at {folder} (expected {expected}): train it with "
+                                f"python -m diffusion_lessons.train {_recipe_of(name)} --out {folder} --force")
+    for part, inside in PARTS[name].items():
+        path = folder / part / inside if inside else folder / part
+        if not path.is_file():
+            raise FileNotFoundError(f"{name} model incomplete: {path} not found at {folder} (expected {expected})")
     return folder
 
 
@@ -33,15 +67,122 @@ def load_recipe(name: str) -> dict:
     return json.loads((folder / ("recipe-vae.json" if name == "vae" else "recipe.json")).read_text())
 
 
+# ---- the manifest -------------------------------------------------------------------------------------------
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hashed_files(folder: Path) -> list[str]:
+    """The weight and config files of a model folder (relative POSIX paths): every file except the records,
+    measurements, the manifest itself, checkpoints/ and hidden files."""
+    folder = Path(folder)
+    found = []
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if path.is_file() and rel.parts[0] != "checkpoints" and not any(p.startswith(".") for p in rel.parts) \
+                and str(rel) not in NOT_HASHED:
+            found.append(rel.as_posix())
+    return sorted(found)
+
+
+def write_manifest(folder: Path) -> dict[str, str]:
+    """Write folder/manifest.json, {relative path: sha256} of every weight and config file; returns it."""
+    folder = Path(folder)
+    manifest = {rel: sha256(folder / rel) for rel in hashed_files(folder)}
+    if not manifest:
+        raise FileNotFoundError(f"no weight or config file in {folder}: nothing to write a manifest for")
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def verify_manifest(folder: Path, parts: tuple[str, ...] | None = None) -> bool:
+    """Check the files of `parts` (sub-folders like 'unet/', or files; default all) against folder/manifest.json:
+    a missing file is a FileNotFoundError, a changed or unlisted one a ValueError naming it. Returns False (with a
+    warning) where the folder has no manifest."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        warnings.warn(f"{folder} has no {MANIFEST}, so its files cannot be verified: write one with python -m "
+                      f"diffusion_lessons.pretrained --write-manifest {folder}", stacklevel=3)
+        return False
+    manifest = json.loads((folder / MANIFEST).read_text())
+    wanted = lambda rel: parts is None or any(rel == p or rel.startswith(p) for p in parts)  # noqa: E731
+    for rel, expected in sorted(manifest.items()):
+        if not wanted(rel):
+            continue
+        if not (folder / rel).is_file():
+            raise FileNotFoundError(f"{folder / rel} not found at {folder} (listed in its {MANIFEST})")
+        actual = sha256(folder / rel)
+        if actual != expected:
+            raise ValueError(f"{folder / rel} differs from {folder / MANIFEST} (sha256 {actual[:12]}..., expected "
+                             f"{expected[:12]}...): the file changed after the recipe wrote it; restore it "
+                             f"(git checkout) or retrain")
+    extra = [rel for rel in hashed_files(folder) if wanted(rel) and rel not in manifest]
+    if extra:
+        raise ValueError(f"{', '.join(str(folder / rel) for rel in extra)} not in {folder / MANIFEST}: a file was "
+                         f"added after the recipe wrote the model")
+    return True
+
+
+# ---- configs against the recipe record -----------------------------------------------------------------------
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _expect(path: Path, config: dict, key: str, expected, record: Path) -> None:
+    if expected is not None and config.get(key) != expected:
+        raise ValueError(f"{path}: {key} is {config.get(key)!r}, but {record} says the model was trained with "
+                         f"{expected!r}")
+
+
+def check_configs(name: str, folder: Path) -> None:
+    """The scheduler's num_train_timesteps and beta_schedule, the VAE's scaling_factor and sample_size and the
+    U-Net's sample_size against the recipe records (where they state them); a mismatch is a ValueError."""
+    folder = Path(folder)
+    scheduler, record = folder / "scheduler" / "scheduler_config.json", folder / "recipe.json"
+    if name in ("digits", "shapes-t2i"):
+        recorded = _read(record)
+        schedule = (recorded.get("noise_schedule") or LEGACY_SCHEDULE.get(name, {})) if recorded else {}
+        config = _read(scheduler)
+        _expect(scheduler, config, "num_train_timesteps", schedule.get("num_train_timesteps"), record)
+        _expect(scheduler, config, "beta_schedule", schedule.get("beta_schedule", schedule.get("diffusers")), record)
+        if name == "digits":
+            unet = folder / "unet" / "config.json"
+            _expect(unet, _read(unet), "sample_size", recorded.get("unet", {}).get("sample_size"), record)
+    if name in ("vae", "shapes-t2i"):
+        vae, vae_record = folder / "vae" / "config.json", folder / "recipe-vae.json"
+        recorded, config = _read(vae_record), _read(vae)
+        _expect(vae, config, "scaling_factor", recorded.get("scaling_factor"), vae_record)
+        _expect(vae, config, "sample_size", recorded.get("data", {}).get("image_size"), vae_record)
+        if name == "shapes-t2i" and config:
+            unet = folder / "unet" / "config.json"
+            latent = config["sample_size"] // 2 ** (len(config["block_out_channels"]) - 1)
+            _expect(unet, _read(unet), "sample_size", latent, vae)
+
+
+def check_pretrained(name: str) -> Path:
+    """pretrained_path, then the manifest (for the parts `name` loads) and the configs; returns the folder."""
+    folder = pretrained_path(name)
+    verify_manifest(folder, tuple(PARTS[name]))
+    check_configs(name, folder)
+    return folder
+
+
 def load_pretrained(name: str, device=None):
-    """Load a shipped model by name, offline, from safetensors.
+    """Load a shipped model by name, offline, from safetensors, after check_pretrained.
 
     digits -> (UNet2DModel, DDIMScheduler); vae -> AutoencoderKL; text -> (tokenizer, CLIPTextModel);
     shapes-t2i -> StableDiffusionPipeline."""
     from . import device as _device
 
     device = device or _device.pick_device()
-    folder = pretrained_path(name)
+    folder = check_pretrained(name)
     kw = dict(use_safetensors=True, local_files_only=True)
     if name == "digits":
         from diffusers import DDIMScheduler, UNet2DModel
@@ -63,3 +204,27 @@ def load_pretrained(name: str, device=None):
     pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False, **kw)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m diffusion_lessons.pretrained --write-manifest NAME|FOLDER, or --check NAME."""
+    parser = argparse.ArgumentParser(prog="python -m diffusion_lessons.pretrained", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--write-manifest", metavar="NAME_OR_FOLDER",
+                        help=f"write manifest.json for a shipped model ({', '.join(NAMES)}) or a folder")
+    action.add_argument("--check", metavar="NAME", choices=NAMES, help="verify a shipped model and its configs")
+    args = parser.parse_args(argv)
+    if args.check:
+        print(f"{args.check}: {check_pretrained(args.check)} matches its manifest and records")
+        return
+    target = args.write_manifest
+    folder = _folder_of(target) if target in NAMES else Path(target)
+    if not folder.is_dir():
+        parser.error(f"{folder} is not a folder")
+    manifest = write_manifest(folder)
+    print(f"wrote {folder / MANIFEST}: {len(manifest)} files")
+
+
+if __name__ == "__main__":
+    main()

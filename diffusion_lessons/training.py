@@ -10,13 +10,25 @@ learns the unconditional prediction that guidance needs (lesson 05). All randomn
 eps, dropped labels) is drawn from one CPU generator, so a seed gives the same run on any device.
 
 train_loop is the one loop every trained model goes through: fit() for the digits (and the live runs in
-lesson 03), and the VAE and text-to-image recipes. Its parts come from diffusers: the EMA of the weights
-(training_utils.EMAModel) and the cosine learning rate (optimization.get_cosine_schedule_with_warmup).
+lesson 03), and the VAE and text-to-image recipes. Its parts come from diffusers (the EMA of the weights,
+training_utils.EMAModel; the cosine learning rate, optimization.get_cosine_schedule_with_warmup) and it runs on
+accelerate: one process or many (accelerate launch), gradient accumulation, bf16 on a GPU, checkpoints with
+save_state and resume. A step draws its whole global batch and randomness from the one CPU generator on every
+process, so 1 or N processes give the same weights (docs/training.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
+import os
+import re
+import shutil
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -64,29 +76,46 @@ def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float | Non
     return clipped  # x0 prediction: the x0 loss is SNR times the eps loss
 
 
-def diffusion_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor,
-                   labels: torch.Tensor | None = None, p_uncond: float = 0.0,
-                   generator: torch.Generator | None = None, t: torch.Tensor | None = None,
-                   prediction_type: str = "epsilon", snr_gamma: float | None = None) -> torch.Tensor:
-    """L_simple on one batch: t ~ U{0..T-1} (or the given t), eps ~ N(0, I), x_t by add_noise, MSE of
-    the network's output against loss_target (eps by default; v or x0 by prediction_type), optionally
-    weighted per sample by min_snr_weights. labels None = unconditional (NULL_LABEL); p_uncond = label
-    dropout probability."""
+def draw_noise(schedule: NoiseSchedule, x0: torch.Tensor, labels: torch.Tensor | None = None, p_uncond: float = 0.0,
+               generator: torch.Generator | None = None, t: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The randomness of one diffusion_loss batch, in this order: t ~ U{0..T-1} (unless given), eps ~ N(0, I)
+    shaped like x0 (drawn on the CPU generator, then moved to x0's device), labels after dropout (NULL_LABEL
+    for all when labels is None). Returns dict(x0, t, eps, labels) for noise_loss; row i is sample i."""
     batch, device = x0.shape[0], x0.device
     if t is None:
         t = torch.randint(0, schedule.num_steps, (batch,), generator=generator)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(device)
-    x_t = schedule.add_noise(x0, eps, t)                       # closed form q(x_t | x0)
     if labels is None:
         labels = torch.full((batch,), NULL_LABEL, dtype=torch.long)
     labels = drop_labels(labels.cpu(), p_uncond, generator)   # label dropout, drawn on the CPU generator
+    return dict(x0=x0, t=t, eps=eps, labels=labels)
+
+
+def noise_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+               labels: torch.Tensor, prediction_type: str = "epsilon", snr_gamma: float | None = None) -> torch.Tensor:
+    """L_simple for drawn noise: x_t by add_noise (closed form q(x_t | x0)), MSE of the network's output against
+    loss_target, optionally weighted per sample by min_snr_weights. Deterministic: all randomness is in t, eps
+    and labels, so a batch can be split across processes and micro-batches (train_loop)."""
+    device = x0.device
+    x_t = schedule.add_noise(x0, eps.to(device), t)
     out = predict_eps(model, x_t, t.to(device), labels.to(device))  # the raw network output
-    target = loss_target(schedule, x0, eps, t, prediction_type)
+    target = loss_target(schedule, x0, eps.to(device), t, prediction_type)
     weights = min_snr_weights(schedule, t, snr_gamma, prediction_type)
     if weights is None:
         return F.mse_loss(out, target)
     per_sample = F.mse_loss(out, target, reduction="none").mean(dim=tuple(range(1, x0.ndim)))
     return (per_sample * weights.to(device, per_sample.dtype)).mean()
+
+
+def diffusion_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor,
+                   labels: torch.Tensor | None = None, p_uncond: float = 0.0,
+                   generator: torch.Generator | None = None, t: torch.Tensor | None = None,
+                   prediction_type: str = "epsilon", snr_gamma: float | None = None) -> torch.Tensor:
+    """L_simple on one batch: draw_noise (t ~ U{0..T-1} or the given t, eps ~ N(0, I), label dropout with
+    probability p_uncond; labels None = unconditional), then noise_loss (MSE against eps, v or x0 by
+    prediction_type, optionally min-SNR weighted)."""
+    drawn = draw_noise(schedule, x0, labels, p_uncond, generator, t)
+    return noise_loss(model, schedule, **drawn, prediction_type=prediction_type, snr_gamma=snr_gamma)
 
 
 class EMA:
@@ -116,6 +145,20 @@ class EMA:
         self.model.to(device)
         self.averager.to(device=device)
         return self
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps: EMAModel's state (shadow weights, update count) and the copied buffers."""
+        return dict(averager=self.averager.state_dict(), buffers=[b.detach().clone() for b in self.model.buffers()])
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a checkpoint's state onto this EMA's device and copy the average into `self.model`."""
+        self.averager.load_state_dict(state["averager"])
+        device = next(self.model.parameters()).device
+        self.averager.to(device=device)
+        self.averager.copy_to(self.model.parameters())
+        for b_ema, b in zip(self.model.buffers(), state["buffers"]):
+            b_ema.copy_(b)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
@@ -161,33 +204,339 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sche
     return loss.detach()
 
 
-def train_loop(model: torch.nn.Module, loss_fn: Callable[[Any, torch.Generator], torch.Tensor],
+# ---- the one loop, on Accelerate --------------------------------------------------------------------------------
+# A step draws the whole global batch, with all its randomness, from the one CPU generator on every process; each
+# process takes its rows and splits them into micro-batches; DDP averages the gradients. So a run gives the same
+# weights on 1..N processes (up to float rounding) and a seed gives the same run on any device.
+
+LAUNCH_ENV = ("LOCAL_RANK", "WORLD_SIZE")  # set by accelerate launch --multi_gpu / torchrun in every process
+MIXED_PRECISION = ("no", "bf16")
+
+
+def launched_distributed() -> bool:
+    """True in a process started by a multi-process launcher (accelerate launch --multi_gpu, torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("LOCAL_RANK", "-1")) >= 0
+
+
+def training_device(device: torch.device | str | None = None) -> torch.device:
+    """The device a training run uses: this process's device under a multi-process launch (its GPU, or the CPU
+    where there is none or ACCELERATE_USE_CPU is set; accelerate's PartialState), else `device` or pick_device()."""
+    if not launched_distributed():
+        return torch.device(device) if device is not None else pick_device()
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    launched = PartialState(cpu=cpu).device
+    if device is not None and torch.device(device).type != launched.type:
+        raise ValueError(f"device={device!r}, but this launched process runs on {launched}")
+    return launched
+
+
+def make_accelerator(device: torch.device | str | None = None, mixed_precision: str | None = None,
+                     gradient_accumulation_steps: int = 1):
+    """The accelerate.Accelerator that train_loop runs under, for `device` (default training_device()).
+    mixed_precision: 'no' or 'bf16' (a CUDA GPU only); None reads accelerate launch's --mixed_precision, else 'no'.
+    One process: a fresh Accelerator each call (accelerate's state is process-wide; a notebook may change device).
+    The loop places tensors itself (device_placement=False), so the Accelerator never moves the model."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    device = training_device(device)
+    mixed_precision = mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
+    if mixed_precision == "bf16" and device.type != "cuda":
+        raise ValueError(f"mixed_precision='bf16' needs a CUDA GPU; this run trains on {device}")
+    if isinstance(gradient_accumulation_steps, bool) or not isinstance(gradient_accumulation_steps, int) \
+            or gradient_accumulation_steps < 1:
+        raise ValueError(f"gradient_accumulation_steps must be an int >= 1, got {gradient_accumulation_steps!r}")
+    if not launched_distributed():
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return Accelerator(cpu=device.type == "cpu", mixed_precision=mixed_precision, device_placement=False,
+                       gradient_accumulation_steps=gradient_accumulation_steps)
+
+
+@dataclass
+class Checkpointing:
+    """Where and when train_loop saves its whole state with accelerate's save_state, and whether it resumes."""
+    folder: Path                 # OUT/checkpoints: one step-N/ folder per checkpoint
+    every: int | None = None     # save after every this-many steps (None: only when a SIGINT/SIGTERM stops the run)
+    resume: bool = False         # continue from the newest step-N/ in folder
+    keep: int = 2                # how many of the newest checkpoints stay on disk
+    config: dict = field(default_factory=dict)  # settings that must match on resume (the recipe's options)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A SIGINT or SIGTERM stopped train_loop after a whole step; its state is saved in `checkpoint`."""
+
+    def __init__(self, step: int, steps: int, checkpoint: Path):
+        super().__init__(f"stopped after step {step} of {steps}; checkpoint in {checkpoint}")
+        self.step, self.steps, self.checkpoint = step, steps, checkpoint
+
+
+class _LossModule(torch.nn.Module):
+    """The trained model with loss_fn as its forward: what DDP wraps, so that the gradients of every parameter
+    loss_fn uses (through any of the model's methods) are averaged across processes."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor]):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.loss_fn(batch)
+
+
+class _LoopState:
+    """The loop's own state in a checkpoint: steps done, the loss history and the CPU generator."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator, self.step, self.losses = generator, 0, []
+
+    def state_dict(self) -> dict:
+        return dict(step=self.step, losses=list(self.losses), generator=self.generator.get_state())
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.losses = state["step"], list(state["losses"])
+        self.generator.set_state(state["generator"])
+
+
+def _rows(batch: Any, start: int, stop: int, device: torch.device) -> Any:
+    """Rows start:stop of every tensor in batch (a tensor, or tuples, lists and dicts of them), on device."""
+    if isinstance(batch, torch.Tensor):
+        return batch[start:stop].to(device)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_rows(b, start, stop, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _rows(v, start, stop, device) for k, v in batch.items()}
+    return batch
+
+
+def _batch_size(batch: Any) -> int:
+    """The number of rows every tensor in batch has (an error if they disagree or there is none)."""
+    sizes = set()
+
+    def visit(b):
+        if isinstance(b, torch.Tensor):
+            sizes.add(b.shape[0] if b.ndim else None)
+        elif isinstance(b, (tuple, list)):
+            [visit(v) for v in b]
+        elif isinstance(b, dict):
+            [visit(v) for v in b.values()]
+
+    visit(batch)
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(f"batch_fn must return tensors that all have one batch dimension first, got sizes {sizes}")
+    return sizes.pop()
+
+
+def _accumulate_step(accelerator, wrapped, batch: Any, device: torch.device) -> torch.Tensor:
+    """Forward and backward this process's share of the global batch, one micro-batch at a time (gradients
+    synchronised on the last). Returns this process's mean loss."""
+    size, parts = _batch_size(batch), accelerator.num_processes * accelerator.gradient_accumulation_steps
+    if size % parts:
+        raise ValueError(f"the global batch ({size}) must split evenly into {accelerator.num_processes} processes x "
+                         f"{accelerator.gradient_accumulation_steps} accumulation steps")
+    micro = size // parts
+    first = accelerator.process_index * size // accelerator.num_processes
+    losses = []
+    for k in range(accelerator.gradient_accumulation_steps):
+        with accelerator.accumulate(wrapped):
+            loss = wrapped(_rows(batch, first + k * micro, first + (k + 1) * micro, device))
+            accelerator.backward(loss)                  # divided by the accumulation steps when there are several
+        losses.append(loss.detach())
+    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+
+
+def train_loop(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor],
                batch_fn: Callable[[torch.Generator], Any], *, steps: int, lr: float, generator: torch.Generator,
                weight_decay: float = 0.01, warmup: int = 0, max_grad_norm: float | None = 1.0,
-               ema: EMA | None = None, progress: bool = True, log_every: int = 25,
-               desc: str = "training") -> list[float]:
-    """The book's one training loop (fit() and every recipe run it). Each step: batch = batch_fn(generator),
-    loss = loss_fn(batch, generator), then optimizer_step with AdamW (weight_decay), gradient clipping,
-    cosine_lr (diffusers' schedule, `warmup` steps) and the EMA. All randomness comes from `generator`
-    (a CPU torch.Generator), so a seed gives the same run on any device. Returns every step's loss."""
+               ema: EMA | None = None, progress: bool = True, log_every: int = 25, desc: str = "training",
+               accelerator=None, checkpointing: Checkpointing | None = None) -> list[float]:
+    """The book's one training loop (fit() and every recipe run it), on accelerate. Each step: batch =
+    batch_fn(generator), the whole global batch with all its randomness (tensors with the batch dimension first);
+    this process's rows, split into micro-batches, go through loss_fn(rows) (deterministic) and backward; then
+    AdamW (weight_decay), gradient clipping, cosine_lr (`warmup` steps) and the EMA. `generator` is a CPU
+    torch.Generator, so a seed gives the same run on any device and number of processes. The model stays where
+    it is (make_accelerator says where a launched process trains). Returns every step's loss (mean over
+    processes). checkpointing: save_state every N steps and on SIGINT/SIGTERM; resume from the newest."""
+    _check_loop_args(model, steps, lr, generator, checkpointing)
+    accelerator = accelerator or make_accelerator(_device_of(model))
+    device = _device_of(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                                   weight_decay=weight_decay)
-    lr_scheduler = cosine_lr(optimizer, steps, warmup)
-    model.train()
-    losses: list[torch.Tensor] = []
-    bar = tqdm(range(steps), desc=desc, disable=not progress)
-    for step in bar:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(batch_fn(generator), generator)
-        optimizer_step(model, optimizer, loss, lr_scheduler, ema, max_grad_norm)
-        losses.append(loss.detach())
-        if (step + 1) % log_every == 0 or step + 1 == steps:   # one host sync every log_every steps
-            bar.set_postfix(loss=f"{torch.stack(losses[-log_every:]).mean().item():.4f}")
+    lr_scheduler = cosine_lr(optimizer, steps, warmup)   # stepped here once per step, whatever the processes
+    wrapped, optimizer = accelerator.prepare(_LossModule(model, loss_fn), optimizer)
+    state = _LoopState(generator)
+    for obj in (state, lr_scheduler, ema):
+        if obj is not None:
+            accelerator.register_for_checkpointing(obj)
+    config = _loop_config(accelerator, steps, lr, weight_decay, warmup, max_grad_norm, ema, checkpointing)
+    if checkpointing is not None and checkpointing.resume:
+        _resume(accelerator, checkpointing, config, ema)
+    _run_steps(accelerator, model, wrapped, optimizer, lr_scheduler, ema, batch_fn, state, device,
+               steps=steps, max_grad_norm=max_grad_norm, progress=progress, log_every=log_every, desc=desc,
+               checkpointing=checkpointing, config=config)
     model.eval()
-    return torch.stack(losses).float().cpu().tolist()
+    accelerator.wait_for_everyone()
+    return state.losses
 
 
-def _check_fit_args(x0: torch.Tensor, labels, steps: int, batch_size: int, lr: float) -> None:
+def _run_steps(accelerator, model, wrapped, optimizer, lr_scheduler, ema, batch_fn, state: _LoopState,
+               device: torch.device, *, steps: int, max_grad_norm, progress: bool, log_every: int, desc: str,
+               checkpointing: Checkpointing | None, config: dict) -> None:
+    """The steps from state.step to `steps`; the loss of each is kept (one host sync every log_every steps)."""
+    model.train()
+    bar = tqdm(total=steps, initial=state.step, desc=desc, disable=not progress or not accelerator.is_main_process)
+    pending: list[torch.Tensor] = []
+    with _stop_signals(checkpointing is not None) as stop:
+        while state.step < steps:
+            pending.append(_accumulate_step(accelerator, wrapped, batch_fn(state.generator), device))
+            if max_grad_norm is not None:
+                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(model)
+            state.step += 1
+            bar.update(1)
+            stopping = checkpointing is not None and _agreed(accelerator, stop["signal"] is not None, device)
+            due = checkpointing is not None and checkpointing.every and state.step % checkpointing.every == 0
+            if state.step % log_every == 0 or state.step == steps or due or stopping:
+                state.losses += _mean_over_processes(accelerator, pending)
+                pending = []
+                bar.set_postfix(loss=f"{sum(state.losses[-log_every:]) / len(state.losses[-log_every:]):.4f}")
+            if due or stopping:
+                saved = save_checkpoint(accelerator, checkpointing, state.step, config)
+            if stopping:
+                bar.close()
+                raise TrainingInterrupted(state.step, steps, saved)
+    bar.close()
+
+
+def _mean_over_processes(accelerator, losses: list[torch.Tensor]) -> list[float]:
+    """The step losses averaged over processes (the global batch's loss), as floats."""
+    if not losses:
+        return []
+    stacked = torch.stack(losses)
+    if accelerator.num_processes > 1:
+        stacked = accelerator.reduce(stacked, reduction="mean")
+    return stacked.float().cpu().tolist()
+
+
+def _agreed(accelerator, flag: bool, device: torch.device) -> bool:
+    """True on every process when any process has the flag (so all stop after the same step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor([float(flag)], device=device), reduction="sum").item() > 0)
+
+
+@contextlib.contextmanager
+def _stop_signals(enabled: bool):
+    """While training: the first SIGINT or SIGTERM only sets stop['signal'] (the loop then saves a checkpoint and
+    stops after the current step); a second one acts as usual. Only in the main thread (where signals arrive)."""
+    stop = {"signal": None}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        stop["signal"] = signum
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _check_loop_args(model, steps, lr, generator, checkpointing) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator, got {generator!r}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("model has no parameter that requires grad: nothing to train")
+    if checkpointing is not None and checkpointing.every is not None and (
+            isinstance(checkpointing.every, bool) or not isinstance(checkpointing.every, int) or checkpointing.every < 1):
+        raise ValueError(f"checkpointing.every must be an int >= 1 or None, got {checkpointing.every!r}")
+
+
+def _loop_config(accelerator, steps, lr, weight_decay, warmup, max_grad_norm, ema, checkpointing) -> dict:
+    """What a checkpoint must agree with to be resumed: the loop's settings, its processes and the recipe's."""
+    loop = dict(steps=steps, lr=lr, weight_decay=weight_decay, warmup=warmup, max_grad_norm=max_grad_norm,
+                ema_max_decay=None if ema is None else ema.max_decay, processes=accelerator.num_processes,
+                gradient_accumulation_steps=accelerator.gradient_accumulation_steps,
+                mixed_precision=accelerator.mixed_precision)
+    extra = checkpointing.config if checkpointing is not None else {}
+    return json.loads(json.dumps({**extra, **loop}, default=str))
+
+
+# ---- checkpoints: OUT/checkpoints/step-N/ ---------------------------------------------------------------------
+CHECKPOINT = re.compile(r"step-(\d+)")
+CHECKPOINT_CONFIG = "loop.json"
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """The complete checkpoints step-N/ in folder, oldest first (a half-written one is never named step-N)."""
+    found = [(int(m.group(1)), p) for p in Path(folder).glob("step-*")
+             if (m := CHECKPOINT.fullmatch(p.name)) and (p / CHECKPOINT_CONFIG).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(accelerator, checkpointing: Checkpointing, step: int, config: dict) -> Path:
+    """accelerate's save_state (model, optimizer, RNG states and the registered LR schedule, EMA and loop state)
+    into a hidden folder, then renamed to step-N/ on the main process: a crash never leaves half a checkpoint
+    under a step-N name. Keeps the newest checkpointing.keep checkpoints."""
+    final = Path(checkpointing.folder) / f"step-{step}"
+    partial = final.with_name(f".step-{step}.partial")
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (partial / CHECKPOINT_CONFIG).write_text(json.dumps(dict(step=step, config=config), indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        for old in checkpoints(checkpointing.folder)[:-max(1, checkpointing.keep)]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _resume(accelerator, checkpointing: Checkpointing, config: dict, ema: EMA | None) -> None:
+    """Load the newest checkpoint (accelerate's load_state), after checking it was made with the same settings."""
+    found = checkpoints(checkpointing.folder)
+    if not found:
+        raise FileNotFoundError(f"resume: no checkpoint in {checkpointing.folder} (a run saves step-N/ there every "
+                                f"--checkpoint-every N steps and when it is interrupted); run without --resume")
+    saved = json.loads((found[-1] / CHECKPOINT_CONFIG).read_text())["config"]
+    differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+    if differ:
+        said = ", ".join(f"{k}: {saved.get(k)!r} there, {config.get(k)!r} now" for k in differ)
+        raise ValueError(f"resume: {found[-1]} was made with other settings ({said}); resume with the same ones")
+    accelerator.load_state(str(found[-1]))
+    if accelerator.is_main_process:
+        print(f"resumed from {found[-1]}")
+
+
+def _check_fit_args(x0: torch.Tensor, labels, steps: int, batch_size: int, lr: float, p_uncond: float) -> None:
     if not isinstance(x0, torch.Tensor) or x0.ndim != 4 or not x0.dtype.is_floating_point:
         raise ValueError(f"x0 must be a float tensor (N, C, H, W), got {getattr(x0, 'shape', type(x0))}")
     if labels is not None and (labels.ndim != 1 or labels.shape[0] != x0.shape[0]):
@@ -197,36 +546,41 @@ def _check_fit_args(x0: torch.Tensor, labels, steps: int, batch_size: int, lr: f
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
 
 
 def fit(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = None, *, steps: int = 500,
         batch_size: int = 128, lr: float = 2e-3, schedule: NoiseSchedule | None = None, p_uncond: float = 0.15,
         ema: EMA | None = None, seed: int = 0, device: torch.device | str | None = None,
         progress: bool = True, log_every: int = 25, prediction_type: str = "epsilon",
-        snr_gamma: float | None = None) -> list[float]:
-    """Train `model` on images x0 (N, C, H, W) with diffusion_loss for `steps` random batches in train_loop
-    (AdamW, cosine-decayed LR, EMA if given), on pick_device(); the bar shows the recent mean loss. Returns
-    the loss of every step. schedule: default make_schedule('cosine'); ema: an EMA(model) (it moves too)."""
-    _check_fit_args(x0, labels, steps, batch_size, lr)
+        snr_gamma: float | None = None, accelerator=None, checkpointing: Checkpointing | None = None) -> list[float]:
+    """Train `model` on images x0 (N, C, H, W) with diffusion_loss for `steps` random batches of `batch_size`
+    (the global batch) in train_loop (AdamW, cosine-decayed LR, EMA if given), on training_device(device); the bar
+    shows the recent mean loss. Returns the loss of every step. schedule: default make_schedule('cosine'); ema: an
+    EMA(model) (it moves too); accelerator: make_accelerator()'s (default: a plain one for the device)."""
+    _check_fit_args(x0, labels, steps, batch_size, lr, p_uncond)
     check_prediction_type(prediction_type)
     schedule = schedule or make_schedule("cosine")
-    device = torch.device(device) if device is not None else pick_device()
+    device = training_device(device)
     model.to(device)
     if ema is not None:
         ema.to(device)
     data = x0.to(device)
     labels = labels.long().cpu() if labels is not None else None   # dropout is drawn on the CPU
 
-    def batch_fn(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def batch_fn(generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The global batch and all its randomness: rows, then t, eps and label dropout (draw_noise)."""
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
-        return data[idx.to(device)], (labels[idx] if labels is not None else None)
+        return draw_noise(schedule, data[idx.to(device)], labels[idx] if labels is not None else None, p_uncond,
+                          generator)
 
-    def loss_fn(batch, generator: torch.Generator) -> torch.Tensor:
-        return diffusion_loss(model, schedule, *batch, p_uncond, generator, prediction_type=prediction_type,
-                              snr_gamma=snr_gamma)
+    def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return noise_loss(model, schedule, **batch, prediction_type=prediction_type, snr_gamma=snr_gamma)
 
     return train_loop(model, loss_fn, batch_fn, steps=steps, lr=lr, generator=torch.Generator().manual_seed(seed),
-                      ema=ema, progress=progress, log_every=log_every)
+                      ema=ema, progress=progress, log_every=log_every, accelerator=accelerator,
+                      checkpointing=checkpointing)
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """The three recipes share one command line and one record (recipes.common): where a run writes, the
-guard on the shipped folder, and a 2-step run of each with --skip-eval (the real models, tiny batches)."""
+guards on the shipped folder and on other models' folders, the all-or-nothing write of model + record +
+manifest, and a 2-step run of each with --skip-eval (the real models, tiny batches)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import json
 import pytest
 from diffusers import DDIMScheduler
 
-from diffusion_lessons.pretrained import ROOT
-from diffusion_lessons.recipes import digits, shapes_t2i, vae
+from diffusion_lessons.pretrained import MANIFEST, ROOT, verify_manifest
+from diffusion_lessons.recipes import common, digits, shapes_t2i, vae
 
 RECIPES = {"digits": digits, "vae": vae, "shapes-t2i": shapes_t2i}
 SHIPPED = {"digits": ROOT / "digits", "vae": ROOT / "shapes-t2i", "shapes-t2i": ROOT / "shapes-t2i"}
@@ -17,8 +18,9 @@ SHIPPED = {"digits": ROOT / "digits", "vae": ROOT / "shapes-t2i", "shapes-t2i": 
 RECORD_KEYS = {"model", "command", "data", "seed", "profile", "steps", "batch_size", "lr", "optimizer",
                "lr_schedule", "warmup", "ema_max_decay", "first_loss", "final_loss", "final_loss_window",
                "wall_time_s", "steps_per_s", "eval_time_s", "total_time_s", "quality", "hardware", "device",
-               "cpu_threads", "platform", "versions", "recipe", "train_seconds", "steps_per_second",
-               "wall_seconds", "torch", "diffusers"}
+               "cpu_threads", "platform", "versions", "processes", "grad_accumulation", "mixed_precision",
+               "launch", "resumed_from_step", "recipe", "train_seconds", "steps_per_second", "wall_seconds", "torch",
+               "diffusers"}
 TINY = ["--steps", "2", "--skip-eval", "--profile", "quick"]
 TINY_SHAPES = [*TINY, "--n-train", "16", "--batch-size", "4"]
 
@@ -39,7 +41,46 @@ def test_writing_into_the_shipped_folder_needs_force(name, capsys):
         with pytest.raises(SystemExit):
             RECIPES[name].parse_args(["--out", str(out)])
         assert "--force" in capsys.readouterr().err
-    assert RECIPES[name].parse_args(["--out", str(SHIPPED[name]), "--force"]).out == SHIPPED[name]
+    if name != "vae":
+        assert RECIPES[name].parse_args(["--out", str(SHIPPED[name]), "--force"]).out == SHIPPED[name]
+
+
+def refused(name: str, argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit):
+        RECIPES[name].parse_args(argv)
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_no_recipe_writes_into_another_models_folder(name, capsys):
+    """Not with --force either: not into a folder holding another model, nor into a folder inside a model's."""
+    inside = SHIPPED[name] / "again"
+    assert "lies inside the model folder" in refused(name, ["--out", str(inside), "--force"], capsys)
+    other = ROOT / ("digits" if name != "digits" else "shapes-t2i")
+    err = refused(name, ["--out", str(other), "--force"], capsys)
+    assert "never writes into another model's folder" in err and str(other) in err
+
+
+def test_the_vae_recipe_never_writes_into_the_text_to_image_folder(capsys):
+    err = refused("vae", ["--out", str(ROOT / "shapes-t2i"), "--force"], capsys)
+    assert "holds the shapes-t2i model" in err
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_out_naming_a_file_or_a_folder_of_other_files_fails_before_training(name, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert "is a file" in refused(name, ["--out", str(tmp_path / "notes.txt")], capsys)
+    err = refused(name, ["--out", str(tmp_path)], capsys)
+    assert "notes.txt" in err and "does not write" in err
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint-every", "--grad-accumulation"])
+def test_training_options_are_checked(flag, capsys):
+    assert "must be >= 1" in refused("digits", [flag, "0"], capsys)
+
+
+def test_resume_needs_out(capsys):
+    assert "--resume needs --out" in refused("digits", ["--resume"], capsys)
 
 
 def test_evaluate_only_needs_out_and_force_for_the_shipped_model(capsys):
@@ -55,6 +96,8 @@ def read_record(path) -> dict:
     record = json.loads(path.read_text())
     assert RECORD_KEYS <= set(record), RECORD_KEYS - set(record)
     assert record["steps"] == 2 and record["quality"] is None and record["eval_time_s"] is None
+    assert record["processes"] == 1 and record["launch"] is None and record["resumed_from_step"] is None
+    assert (path.parent / MANIFEST).is_file() and verify_manifest(path.parent)  # written with the model
     assert record["command"].startswith("python -m diffusion_lessons.train ") and "--steps 2" in record["command"]
     return record
 
@@ -70,7 +113,41 @@ def test_digits_recipe_with_skip_eval(tmp_path, monkeypatch):
     assert record["prediction_type"] == digits.PREDICTION_TYPE and record["snr_gamma"] == digits.SNR_GAMMA
     scheduler = DDIMScheduler.from_pretrained(out / "scheduler", local_files_only=True)
     assert scheduler.config.prediction_type == digits.PREDICTION_TYPE
+    assert record["noise_schedule"]["beta_schedule"] == scheduler.config.beta_schedule
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert not (out / "checkpoints").exists()
+
+
+def test_a_failed_or_interrupted_write_leaves_the_old_model_and_record(tmp_path, monkeypatch):
+    """publish: the model, record and manifest go into a hidden sibling and replace --out in one rename;
+    an error or Ctrl-C while measuring leaves the previous model with its previous record."""
+    monkeypatch.setattr(digits, "BATCH_SIZE", 8)
+    out = tmp_path / "digits"
+    digits.main([*TINY, "--out", str(out)])
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for error in (RuntimeError("measuring failed"), KeyboardInterrupt()):
+        def failing_measure(*args, **kwargs):
+            raise error
+        monkeypatch.setattr(digits, "measure", failing_measure)
+        with pytest.raises(type(error)):
+            digits.main(["--steps", "3", "--profile", "quick", "--out", str(out)])  # evaluates, so fails
+        after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        assert after == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]  # no staging folder left behind
+    monkeypatch.undo()
+    monkeypatch.setattr(digits, "BATCH_SIZE", 8)
+    digits.main(["--steps", "3", "--skip-eval", "--profile", "quick", "--out", str(out)])  # a success replaces it
+    assert json.loads((out / "recipe.json").read_text())["steps"] == 3 and verify_manifest(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits"]
+
+
+def test_swap_into_place_is_one_exchange(tmp_path):
+    old, new = tmp_path / "model", tmp_path / ".model.partial"
+    for folder, text in ((old, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "recipe.json").write_text(text)
+    common._swap_into_place(new, old)
+    assert (old / "recipe.json").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def test_vae_then_shapes_t2i_with_skip_eval(tmp_path, monkeypatch):
@@ -88,6 +165,7 @@ def test_vae_then_shapes_t2i_with_skip_eval(tmp_path, monkeypatch):
     assert record["ema_max_decay"] == shapes_t2i.EMA_DECAY
     for part in ("vae", "text_encoder", "unet", "tokenizer", "scheduler"):
         assert (out / part).is_dir(), part
+    assert record["noise_schedule"] == dict(kind="scaled_linear", num_train_timesteps=1000, beta_schedule="scaled_linear")
     assert (out / "recipe-vae.json").read_text() == (vae_out / "recipe-vae.json").read_text()
 
 

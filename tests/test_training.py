@@ -172,14 +172,19 @@ def test_fit_is_the_hand_written_loop_with_diffusers_parts(batch):
 
 
 def test_train_loop_takes_any_loss_and_batch():
-    """The loop the VAE and text-to-image recipes use: a seeded run repeats; another seed differs."""
+    """The loop the VAE and text-to-image recipes use: batch_fn draws the batch and all its randomness, loss_fn
+    is deterministic; a seeded run repeats; another seed differs."""
     target = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
 
     def run(seed: int, warmup: int = 2) -> tuple[list[float], torch.Tensor]:
         torch.manual_seed(0)
         model = torch.nn.Linear(3, 3)
-        batch_fn = lambda g: target[torch.randint(0, 64, (8,), generator=g)]  # noqa: E731
-        loss_fn = lambda x, g: (model(x + 0.1 * torch.randn(x.shape, generator=g)) - x).square().mean()  # noqa: E731
+
+        def batch_fn(g):
+            x = target[torch.randint(0, 64, (8,), generator=g)]
+            return x, 0.1 * torch.randn(x.shape, generator=g)
+
+        loss_fn = lambda batch: (model(batch[0] + batch[1]) - batch[0]).square().mean()  # noqa: E731
         losses = train_loop(model, loss_fn, batch_fn, steps=30, lr=0.05, generator=torch.Generator().manual_seed(seed),
                             weight_decay=0.0, warmup=warmup, max_grad_norm=None, progress=False)
         return losses, model.weight.detach().clone()
@@ -211,3 +216,100 @@ def test_fit_bad_inputs_name_the_argument(batch):
         fit(model, x0[0], steps=1, device="cpu", progress=False)
     with pytest.raises(ValueError, match="max_decay"):
         EMA(model, max_decay=1.0)
+
+
+# fit() on the digits recipe's settings, 5 steps, seed 0, CPU, 1 thread, recorded with the code of commit 44e5cc5
+# (before the loop moved onto accelerate) on this project's CPU: the losses and SHA-256 of the weights (raw and
+# EMA, state_dict in key order). Floating-point kernels differ between CPU models, so elsewhere the test above
+# (fit against a hand-written loop) is the check.
+BEFORE_ACCELERATE = dict(
+    cpu="AMD EPYC",
+    losses=[0.8077229261398315, 0.5700881481170654, 0.5176104307174683, 0.47324520349502563, 0.4381273090839386],
+    model="a428b8c0ee4818cb409f7c272d7b91d14322d9e3884df9b9f11d251f3fd44e8f",
+    ema="9276bfa8d9a94fb4655f90c0e571c16eef6f80995e70cc63ea5f4500daa655f0")
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_single_process_fit_is_bit_identical_to_the_loop_before_accelerate():
+    from pathlib import Path
+
+    from diffusion_lessons.data import DIGITS_SIZE
+    from diffusion_lessons.device import seed_everything
+    from diffusion_lessons.models import build_digits_unet
+    from diffusion_lessons.recipes import digits
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), None) if Path("/proc/cpuinfo").is_file() else None
+    if cpu != BEFORE_ACCELERATE["cpu"]:
+        pytest.skip(f"values recorded on {BEFORE_ACCELERATE['cpu']}, this is {cpu}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seed_everything(0)
+        x0, labels = load_digits("train", DIGITS_SIZE)
+        model = build_digits_unet(seed=0)
+        ema = EMA(model, max_decay=digits.EMA_MAX_DECAY)
+        losses = fit(model, x0, labels, steps=5, batch_size=digits.BATCH_SIZE, lr=digits.LR,
+                     schedule=make_schedule(digits.NOISE_SCHEDULE), p_uncond=digits.P_UNCOND, ema=ema, seed=0,
+                     device="cpu", prediction_type=digits.PREDICTION_TYPE, snr_gamma=digits.SNR_GAMMA, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert losses == BEFORE_ACCELERATE["losses"]
+    assert weights_sha256(model) == BEFORE_ACCELERATE["model"] and weights_sha256(ema.model) == BEFORE_ACCELERATE["ema"]
+
+
+def test_gradient_accumulation_gives_the_update_of_the_whole_batch(batch):
+    """K micro-batches of B/K rows (each loss divided by K, gradients summed) = one batch of B rows, up to float
+    rounding; the noise, t and dropout of each row are the same, drawn for the whole batch."""
+    from diffusion_lessons.training import make_accelerator
+
+    x0, labels = batch
+    runs = []
+    for k in (1, 4):
+        torch.manual_seed(0)
+        model = TinyUNet(channels=(8, 16))
+        losses = fit(model, x0, labels, steps=3, batch_size=16, lr=1e-3, device="cpu", progress=False,
+                     accelerator=make_accelerator("cpu", gradient_accumulation_steps=k))
+        runs.append((losses, predictions(model, x0, labels)))
+    (l1, out1), (l4, out4) = runs
+    assert l4 == pytest.approx(l1, abs=1e-6)
+    # the trained networks agree. (Their raw weights may not, to 1e-5: a bias that a following GroupNorm cancels
+    # has a gradient of pure rounding noise, which Adam scales up to steps of about lr; it changes no output.)
+    torch.testing.assert_close(out4, out1, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def predictions(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The model's outputs on a fixed probe: x0 noised at 8 timesteps from 0 to 999."""
+    from diffusion_lessons.models import predict_eps
+
+    s = make_schedule("cosine")
+    t = torch.linspace(0, 999, 8).long().repeat_interleave(4)
+    x = x0[:4].repeat(8, 1, 1, 1)
+    x_t = s.add_noise(x, torch.randn(x.shape, generator=torch.Generator().manual_seed(3)), t)
+    return predict_eps(model.eval(), x_t, t, labels[:4].repeat(8))
+
+
+def test_the_loop_refuses_what_it_cannot_split_or_run(batch):
+    from diffusion_lessons.training import make_accelerator
+
+    x0, labels = batch
+    model = TinyUNet(channels=(8, 16))
+    with pytest.raises(ValueError, match="split evenly"):
+        fit(model, x0, labels, steps=1, batch_size=6, device="cpu", progress=False,
+            accelerator=make_accelerator("cpu", gradient_accumulation_steps=4))
+    with pytest.raises(ValueError, match="bf16.*CUDA"):
+        make_accelerator("cpu", mixed_precision="bf16")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        make_accelerator("cpu", mixed_precision="fp8")
+    with pytest.raises(ValueError, match="generator"):
+        train_loop(model, lambda b: b.sum(), lambda g: torch.zeros(2), steps=1, lr=1.0, generator=None)

@@ -5,9 +5,9 @@ it holds vae/, else the newest ./runs/vae-*). Trains a word-level tokenizer's CL
 UNet2DConditionModel jointly in training.train_loop on scaled VAE latents of generated captioned shapes:
 loss = MSE(eps_theta(z_t, t, text(caption)), eps), captions dropped to the empty prompt 15% of the time
 (for classifier-free guidance), EMA of the weights, diffusers' cosine LR with warm-up. Saves a diffusers
-StableDiffusionPipeline to OUT/ (save_pretrained, safetensors, with the VAE and its recipe-vae.json) and
-OUT/recipe.json (the record of recipes.common) with the measured quality. OUT: --out, default
-./runs/shapes-t2i-<timestamp>.
+StableDiffusionPipeline to OUT/ (save_pretrained, safetensors, with the VAE and its recipe-vae.json),
+OUT/recipe.json (the record of recipes.common) with the measured quality and OUT/manifest.json, all at once
+(recipes.common.publish). OUT: --out, default ./runs/shapes-t2i-<timestamp>.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from .. import data, device as _device, evaluation, latents, models, t2i, text
 from ..schedules import make_schedule
-from ..training import EMA, train_loop
+from ..training import EMA, TrainingInterrupted, train_loop, training_device
 from . import common
 from .vae import RECORD as VAE_RECORD
 
@@ -32,6 +32,9 @@ SETTINGS = {  # per run profile; --steps, --batch-size, --n-train, --images-per-
 }
 LR, WARMUP, CAPTION_DROPOUT, EMA_DECAY, GRAD_CLIP = 1e-3, 100, 0.15, 0.999, 1.0
 LOOP = dict(weight_decay=0.0, warmup=WARMUP, max_grad_norm=GRAD_CLIP)  # train_loop's settings (and the EMA)
+NOISE_SCHEDULE = "scaled_linear"  # Stable Diffusion's: betas 0.00085..0.012, T = 1000
+OUTPUTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "model_index.json", "recipe.json", VAE_RECORD,
+           "measurements.json")  # what OUT holds
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--vae", type=Path, default=None,
                         help="folder of the trained VAE (the vae recipe's --out; holds vae/ and recipe-vae.json); "
                              "default: --out if it holds vae/, else the newest ./runs/vae-*")
-    return common.parse(parser, argv, "shapes-t2i", SETTINGS)
+    return common.parse(parser, argv, "shapes-t2i", SETTINGS, outputs=OUTPUTS)
 
 
 def vae_folder(args: argparse.Namespace) -> Path:
@@ -59,8 +62,9 @@ def encode_dataset(vae, images: torch.Tensor, batch_size: int = 500) -> tuple[to
     return torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
 
 
-def sample_batch(store: dict, batch_size: int, generator: torch.Generator) -> dict:
-    """Random captioned latents: z0 = scaling_factor * (mean + std * noise); 15% of captions -> empty prompt."""
+def sample_batch(store: dict, batch_size: int, generator: torch.Generator, num_steps: int) -> dict:
+    """The global batch and all its randomness: captioned latents z0 = scaling_factor * (mean + std * noise),
+    15% of captions -> empty prompt, then t ~ U{0..num_steps-1} and eps ~ N(0, I) for the loss."""
     idx = torch.randint(0, len(store["ids"]), (batch_size,), generator=generator)
     noise = torch.randn((batch_size, *store["mean"].shape[1:]), generator=generator)
     dev = store["mean"].device
@@ -68,15 +72,16 @@ def sample_batch(store: dict, batch_size: int, generator: torch.Generator) -> di
     z0 = (store["mean"][idx_d] + store["std"][idx_d] * noise.to(dev)) * store["scaling_factor"]
     drop = (torch.rand(batch_size, generator=generator) < CAPTION_DROPOUT).to(dev)
     ids = torch.where(drop[:, None], store["empty_ids"][None, :], store["ids"][idx_d])
-    return dict(z0=z0, ids=ids)
+    t = torch.randint(0, num_steps, (batch_size,), generator=generator)
+    eps = torch.randn(z0.shape, generator=generator)
+    return dict(z0=z0, ids=ids, t=t, eps=eps)
 
 
-def loss_fn(trained: torch.nn.ModuleDict, schedule, batch: dict, generator: torch.Generator) -> torch.Tensor:
+def loss_fn(trained: torch.nn.ModuleDict, schedule, batch: dict) -> torch.Tensor:
     """One denoising loss on a batch: z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps; predict eps from text."""
     z0, ids = batch["z0"], batch["ids"]
     dev = z0.device
-    t = torch.randint(0, schedule.num_steps, (len(z0),), generator=generator).to(dev)
-    eps = torch.randn(z0.shape, generator=generator).to(dev)
+    t, eps = batch["t"].to(dev), batch["eps"].to(dev)
     z_t = schedule.add_noise(z0, eps, t)
     emb = trained["text_encoder"](ids)[0]
     eps_pred = trained["unet"](z_t, t, encoder_hidden_states=emb).sample
@@ -134,11 +139,13 @@ def load_parts(args: argparse.Namespace, dev: torch.device) -> dict:
     trained = torch.nn.ModuleDict(dict(text_encoder=text.build_text_encoder(tokenizer, seed=args.seed),
                                        unet=models.build_shapes_unet(seed=args.seed)))
     return dict(vae=vae.to(dev).eval().requires_grad_(False), vae_folder=folder, tokenizer=tokenizer,
-                trained=trained.to(dev), schedule=make_schedule("scaled_linear"))
+                trained=trained.to(dev), schedule=make_schedule(NOISE_SCHEDULE))
 
 
-def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: torch.Generator) -> tuple:
-    """Encode the training set once, then train_loop; returns (EMA of the pair, loss history, seconds)."""
+def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: torch.Generator,
+          accelerator=None) -> tuple:
+    """Encode the training set once, then train_loop (under `accelerator`, with the run's checkpoints, when
+    given); returns (EMA of the pair, loss history, seconds)."""
     images = data.make_shapes(args.n_train, generator=_device.make_generator(args.seed))
     mean, std = encode_dataset(parts["vae"], images.images.to(dev))
     store = dict(mean=mean, std=std, scaling_factor=parts["vae"].config.scaling_factor,
@@ -147,9 +154,11 @@ def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: t
     trained, schedule = parts["trained"], parts["schedule"]
     ema = EMA(trained, max_decay=EMA_DECAY)
     start = time.perf_counter()
-    history = train_loop(trained, lambda batch, gen: loss_fn(trained, schedule, batch, gen),
-                         lambda gen: sample_batch(store, args.batch_size, gen), steps=args.steps, lr=LR,
-                         generator=generator, ema=ema, desc="shapes-t2i", **LOOP)
+    checkpointing = common.checkpointing(args, SETTINGS, vae=str(parts["vae_folder"])) if accelerator else None
+    history = train_loop(trained, lambda batch: loss_fn(trained, schedule, batch),
+                         lambda gen: sample_batch(store, args.batch_size, gen, schedule.num_steps), steps=args.steps,
+                         lr=LR, generator=generator, ema=ema, desc="shapes-t2i", accelerator=accelerator,
+                         checkpointing=checkpointing, **LOOP)
     common.synchronize(dev)
     return ema.model, history, time.perf_counter() - start
 
@@ -163,18 +172,35 @@ def save(parts: dict, averaged: torch.nn.ModuleDict, out: Path) -> None:
         shutil.copyfile(source, out / VAE_RECORD)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Train, assemble, save and measure the text-to-image pipeline; returns the recipe record."""
+def main(argv: list[str] | None = None) -> dict | None:
+    """Train (on every process of a launch); on the main process assemble, save and measure the text-to-image
+    pipeline and write recipe.json and manifest.json into --out at once; returns the record (None elsewhere)."""
     started = time.perf_counter()
     args = parse_args(argv)
-    dev = _device.pick_device()
-    print(f"shapes-t2i recipe: {args.steps} steps, profile {args.profile}, device {dev}, writing to {args.out}")
+    dev = training_device()
+    accelerator = common.accelerator(args, dev)
+    if accelerator.is_main_process:
+        print(f"shapes-t2i recipe: {args.steps} steps, profile {args.profile}, device {dev}, "
+              f"{accelerator.num_processes} process(es), writing to {args.out}")
     generator = _device.seed_everything(args.seed)
     parts = load_parts(args, dev)
-    averaged, history, train_s = train(parts, args, dev, generator)
-    save(parts, averaged, args.out)
+    try:
+        averaged, history, train_s = train(parts, args, dev, generator, accelerator)
+    except TrainingInterrupted as err:
+        raise common.interrupted(err, "shapes-t2i") from None
+    if not accelerator.is_main_process:
+        return None
+    with common.publish(args.out, args.keep_checkpoints) as staging:
+        return save_and_measure(args, parts, averaged, history, train_s, dev, staging, started)
+
+
+def save_and_measure(args: argparse.Namespace, parts: dict, averaged, history: list[float], train_s: float,
+                     dev: torch.device, folder: Path, started: float) -> dict:
+    """Save the pipeline into folder, load it back the way users load it, measure it (unless --skip-eval) and
+    write recipe.json."""
+    save(parts, averaged, folder)
     t_eval = time.perf_counter()
-    pipe = t2i.load_pipeline(args.out, dev)  # measure what was saved, loaded back the way users load it
+    pipe = t2i.load_pipeline(folder, dev)
     quality = None if args.skip_eval else measure(pipe, args)
     record = common.run_record(
         "shapes-t2i", args, SETTINGS, started=started, losses=history, train_s=train_s, device=dev,
@@ -189,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
                     tokenizer=dict(kind="tokenizers WordLevel as PreTrainedTokenizerFast",
                                    vocab_size=len(parts["tokenizer"]), max_length=text.MAX_LENGTH),
                     scheduler="DDIMScheduler, scaled_linear 0.00085..0.012, 1000 train steps"),
+        noise_schedule=dict(kind=NOISE_SCHEDULE, num_train_timesteps=pipe.scheduler.config.num_train_timesteps,
+                            beta_schedule=pipe.scheduler.config.beta_schedule),
         caption_dropout=CAPTION_DROPOUT)
-    common.write_record(record, args.out / "recipe.json")
+    common.write_record(record, folder / "recipe.json")
     return record
