@@ -98,3 +98,24 @@ def lesson_table(path: str | Path | None = None, lessons: Sequence[Lesson] = LES
     machines = [f"{d.upper()}: {times[f'{d}_machine']}" for d in DEVICES if times[f"{d}_machine"]]
     note = "Measured on " + "; ".join(machines) + "." if machines else "No machine recorded yet."
     return "\n".join(rows) + "\n\n" + note + "\n"
+
+
+def time_line(stem: str, path: str | Path | None = None) -> str:
+    """The lesson header's "Time:" line, read from lesson_times.json (the one source of lesson times):
+    '**Time:** 52 s on a 2-core CPU (quick profile); 41 s on a GPU (full profile).'"""
+    stems = [lesson.stem for lesson in LESSONS]
+    if stem not in stems:
+        raise ValueError(f"stem must be one of {stems}, got {stem!r}")
+    times = load_lesson_times(path)
+    cpu, gpu = (times[d].get(stem) for d in DEVICES)
+    parts = [f"{format_seconds(cpu)} on a 2-core CPU (quick profile)" if cpu is not None
+             else f"CPU time {NOT_MEASURED}",
+             f"{format_seconds(gpu)} on a GPU (full profile)" if gpu is not None else f"GPU time {NOT_MEASURED}"]
+    return f"**Time:** {'; '.join(parts)}, measured top to bottom in a fresh kernel (see the table in lesson 00)."
+
+
+def show_time(stem: str) -> None:
+    """Display time_line(stem) as Markdown (the first code cell of every lesson)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(time_line(stem)))
