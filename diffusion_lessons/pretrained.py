@@ -135,10 +135,9 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _expect(path: Path, config: dict, key: str, expected, record: Path) -> None:
+def _expect(path: Path, config: dict, key: str, expected, source: str) -> None:
     if expected is not None and config.get(key) != expected:
-        raise ValueError(f"{path}: {key} is {config.get(key)!r}, but {record} says the model was trained with "
-                         f"{expected!r}")
+        raise ValueError(f"{path}: {key} is {config.get(key)!r}, but {source} {expected!r}")
 
 
 def check_configs(name: str, folder: Path) -> None:
@@ -150,20 +149,22 @@ def check_configs(name: str, folder: Path) -> None:
         recorded = _read(record)
         schedule = (recorded.get("noise_schedule") or LEGACY_SCHEDULE.get(name, {})) if recorded else {}
         config = _read(scheduler)
-        _expect(scheduler, config, "num_train_timesteps", schedule.get("num_train_timesteps"), record)
-        _expect(scheduler, config, "beta_schedule", schedule.get("beta_schedule", schedule.get("diffusers")), record)
+        trained = f"{record} says the model was trained with"
+        _expect(scheduler, config, "num_train_timesteps", schedule.get("num_train_timesteps"), trained)
+        _expect(scheduler, config, "beta_schedule", schedule.get("beta_schedule", schedule.get("diffusers")), trained)
         if name == "digits":
             unet = folder / "unet" / "config.json"
-            _expect(unet, _read(unet), "sample_size", recorded.get("unet", {}).get("sample_size"), record)
+            _expect(unet, _read(unet), "sample_size", recorded.get("unet", {}).get("sample_size"), trained)
     if name in ("vae", "shapes-t2i"):
         vae, vae_record = folder / "vae" / "config.json", folder / "recipe-vae.json"
         recorded, config = _read(vae_record), _read(vae)
-        _expect(vae, config, "scaling_factor", recorded.get("scaling_factor"), vae_record)
-        _expect(vae, config, "sample_size", recorded.get("data", {}).get("image_size"), vae_record)
+        trained = f"{vae_record} says the VAE was trained with"
+        _expect(vae, config, "scaling_factor", recorded.get("scaling_factor"), trained)
+        _expect(vae, config, "sample_size", recorded.get("data", {}).get("image_size"), trained)
         if name == "shapes-t2i" and config:
             unet = folder / "unet" / "config.json"
             latent = config["sample_size"] // 2 ** (len(config["block_out_channels"]) - 1)
-            _expect(unet, _read(unet), "sample_size", latent, vae)
+            _expect(unet, _read(unet), "sample_size", latent, f"the VAE ({vae}) makes latents of size")
 
 
 def check_pretrained(name: str) -> Path:

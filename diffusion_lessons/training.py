@@ -271,9 +271,9 @@ class Checkpointing:
 class TrainingInterrupted(KeyboardInterrupt):
     """A SIGINT or SIGTERM stopped train_loop after a whole step; its state is saved in `checkpoint`."""
 
-    def __init__(self, step: int, steps: int, checkpoint: Path):
+    def __init__(self, step: int, steps: int, checkpoint: Path, main_process: bool = True):
         super().__init__(f"stopped after step {step} of {steps}; checkpoint in {checkpoint}")
-        self.step, self.steps, self.checkpoint = step, steps, checkpoint
+        self.step, self.steps, self.checkpoint, self.main_process = step, steps, checkpoint, main_process
 
 
 class _LossModule(torch.nn.Module):
@@ -412,7 +412,7 @@ def _run_steps(accelerator, model, wrapped, optimizer, lr_scheduler, ema, batch_
                 saved = save_checkpoint(accelerator, checkpointing, state.step, config)
             if stopping:
                 bar.close()
-                raise TrainingInterrupted(state.step, steps, saved)
+                raise TrainingInterrupted(state.step, steps, saved, accelerator.is_main_process)
     bar.close()
 
 

@@ -267,7 +267,8 @@ def checkpointing(args: argparse.Namespace, settings: dict, **extra) -> training
 
 def interrupted(err: training.TrainingInterrupted, name: str) -> SystemExit:
     """The message and exit status (130, as for Ctrl-C) of a run that a signal stopped with a checkpoint."""
-    print(f"\n{name}: {err}. Continue with the same command plus --resume.", flush=True)
+    if err.main_process:
+        print(f"\n{name}: {err}. Continue with the same command plus --resume.", flush=True)
     return SystemExit(130)
 
 
