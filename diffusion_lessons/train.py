@@ -4,7 +4,13 @@ Each recipe lives in diffusion_lessons/recipes/ and writes its model in diffuser
 save_pretrained layout (safetensors), with a recipe record (data, seed, steps, wall time,
 hardware, final loss, measured quality), into a fresh folder ./runs/NAME-<timestamp> under the
 working directory by default. It writes into the shipped diffusion_lessons/pretrained/ only when
---out names that folder and --force is given.
+--out names that folder and --force is given, and never into another model's folder.
+
+Every recipe runs unchanged on several processes (GPUs, or CPU processes where there is no GPU), with
+the same global batch and the same result as one process (docs/training.md):
+    accelerate launch --multi_gpu --num_processes N -m diffusion_lessons.train NAME [options]
+--checkpoint-every N saves the training state to OUT/checkpoints/step-N/; Ctrl-C (SIGINT) or SIGTERM
+saves one and stops; --resume continues from the newest.
 """
 
 from __future__ import annotations
