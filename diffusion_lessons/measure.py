@@ -65,30 +65,67 @@ def _row(measures: dict) -> dict:
     return {key: est.as_dict() for key, est in measures.items()}
 
 
-def measure_digits(folder: Path, per_label: int, progress: bool = True) -> dict:
-    """Lesson 05's guidance sweep (DDIM 50) and lesson 04's sampler table (DDPM and DDIM, guidance 1)."""
+def _digits_settings() -> list[tuple[str, str, dict]]:
+    settings = [("guidance", f"{s:.1f}", dict(sampler="ddim", steps=50, guidance_scale=s))
+                for s in DIGITS_GUIDANCE_SCALES]
+    settings += [("samplers", f"{sampler}/{steps}", dict(sampler=sampler, steps=steps, guidance_scale=1.0))
+                 for sampler in ("ddpm", "ddim") for steps in DIGITS_SAMPLER_STEPS]
+    return settings
+
+
+def _load_digits(folder: Path):
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    from .device import pick_device
+
+    unet = UNet2DModel.from_pretrained(folder / "unet", use_safetensors=True, local_files_only=True)
+    unet = unet.to(pick_device()).eval()
+    return unet, DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+
+
+def _measure_digits_settings(folder: Path, per_label: int, settings: list, threads: int | None = None,
+                             progress: bool = False) -> list[tuple[str, str, dict]]:
+    """Sample and measure the given settings (one worker's share); each setting starts from the same seed."""
     from tqdm.auto import tqdm
 
     from . import evaluation
-    from .device import pick_device
-    from diffusers import DDIMScheduler, UNet2DModel
-
     from .sampling import sample
 
-    device = pick_device()
-    unet = UNet2DModel.from_pretrained(folder / "unet", use_safetensors=True, local_files_only=True)
-    unet = unet.to(device).eval()
-    scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+    if threads:
+        torch.set_num_threads(threads)
+    unet, scheduler = _load_digits(folder)
     classifier = evaluation.train_digit_classifier(unet.config.sample_size)
     labels = torch.arange(10).repeat_interleave(per_label)
-    settings = [("guidance", f"{s:.1f}", dict(sampler="ddim", steps=50, guidance_scale=s)) for s in DIGITS_GUIDANCE_SCALES]
-    settings += [("samplers", f"{sampler}/{steps}", dict(sampler=sampler, steps=steps, guidance_scale=1.0))
-                 for sampler in ("ddpm", "ddim") for steps in DIGITS_SAMPLER_STEPS]
-    out: dict = {"guidance": {}, "samplers": {}}
+    rows = []
     for group, key, kwargs in tqdm(settings, desc="settings", disable=not progress):
         generator = torch.Generator().manual_seed(DIGITS_SEED)   # the same starting noise for every setting
         images = sample(unet, scheduler, labels, generator=generator, progress=False, **kwargs).cpu()
-        out[group][key] = _row(evaluation.measure_digits(images, labels, classifier))
+        rows.append((group, key, _row(evaluation.measure_digits(images, labels, classifier))))
+    return rows
+
+
+def measure_digits(folder: Path, per_label: int, progress: bool = True, workers: int = 1) -> dict:
+    """Lesson 05's guidance sweep (DDIM 50) and lesson 04's sampler table (DDPM and DDIM, guidance 1).
+    workers > 1 shares the settings among processes (one torch thread each); the figures do not change."""
+    from . import evaluation
+
+    settings = _digits_settings()
+    if workers <= 1:
+        rows = _measure_digits_settings(folder, per_label, settings, progress=progress)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        shares = [settings[i::workers] for i in range(workers)]
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            parts = list(pool.map(_measure_digits_settings, [folder] * workers, [per_label] * workers, shares,
+                                  [1] * workers))
+        rows = [row for part in parts for row in part]
+    out: dict = {"guidance": {}, "samplers": {}}
+    for group, key, _ in settings:   # keep the settings' order
+        out[group][key] = next(r for g, k, r in rows if (g, k) == (group, key))
+    unet, _ = _load_digits(folder)
+    classifier = evaluation.train_digit_classifier(unet.config.sample_size)
     out["classifier_held_out_accuracy"] = round(classifier.held_out_accuracy, 4)
     out["real_roughness_max"] = round(float(evaluation.real_roughness(unet.config.sample_size)[-1]), 5)
     out["settings"] = dict(guidance="DDIM (eta 0), 50 steps, 'leading' spacing; key = guidance scale s",
@@ -109,16 +146,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("name", choices=MODELS, help="which shipped model to measure")
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped one)")
     parser.add_argument("--per-label", type=int, default=50, help="samples per digit and setting (default 50)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes sharing the settings (one torch thread each; same figures)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"where to write the record (default: {RECORD_NAME} in the model folder)")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
     if args.per_label < 2:
         parser.error(f"--per-label must be >= 2 (diversity needs pairs), got {args.per_label}")
     folder = args.model or ROOT / args.name
     if not folder.is_dir():
         parser.error(f"--model {folder} is not a folder")
     start = time.perf_counter()
-    results = measure_digits(folder, args.per_label)
+    results = measure_digits(folder, args.per_label, workers=args.workers)
     import diffusers
 
     record = dict(model=args.name, model_sha256=model_hashes(folder),
