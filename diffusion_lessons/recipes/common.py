@@ -93,6 +93,9 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None, name: str, se
         setattr(args, key, value if given is None else given)
     args.out = out_folder(parser, name, args.out, args.force)
     check_out(parser, name, args.out, outputs)
+    if args.resume and not training.checkpoints(args.out / "checkpoints"):
+        parser.error(f"--resume: no checkpoint in {args.out / 'checkpoints'} (a run saves one there every "
+                     f"--checkpoint-every N steps and when Ctrl-C stops it); run without --resume")
     return args
 
 
