@@ -6,3 +6,6 @@ pretrained, evaluation, stats, measure, exercises (with exercise_bank), book.
 """
 
 __version__ = "0.1.0"
+
+from .flow import flow_euler_step  # noqa: E402
+from .sigmas import karras_sigmas  # noqa: E402

@@ -23,6 +23,7 @@ RECIPES = {
     "digits": "digits",       # class-conditional UNet2DModel on sklearn digits (lessons 03-05)
     "vae": "vae",             # AutoencoderKL on generated captioned shapes (lesson 06)
     "shapes-t2i": "shapes_t2i",  # tokenizer + CLIPTextModel + UNet2DConditionModel -> pipeline (lesson 07)
+    "digits-flow": "digits_flow",  # the digits UNet2DModel trained by flow matching (lesson 08)
 }
 
 
