@@ -132,13 +132,14 @@ def train_flow(model: nn.Module, x0: torch.Tensor, steps: int = 1000, batch_size
 def sample_paths(model: nn.Module, noise: torch.Tensor, steps: int = 50, shift: float = 1.0,
                  spacing: str = "uniform") -> torch.Tensor:
     """Euler trajectories from the noise (n, 2) (sigma = 1) to samples (sigma = 0) on flow_sigmas(steps, shift,
-    spacing) (default: `steps` even steps): a tensor (steps + 1, n, 2), paths[0] = noise, paths[-1] = samples."""
+    spacing) (default: `steps` even steps), run on the model's device: a CPU tensor (steps + 1, n, 2),
+    paths[0] = noise, paths[-1] = the samples."""
     if not isinstance(noise, torch.Tensor) or noise.ndim != 2:
         raise ValueError(f"noise must be a tensor (n, dim), got {getattr(noise, 'shape', type(noise).__name__)}")
     model.eval()
-    states = flow_loop(mlp_denoiser(model), noise, sigmas=flow_sigmas(steps, shift, spacing),
-                       progress=False)
-    return torch.stack([s.x_t for s in states])
+    x_T = noise.to(next(model.parameters()).device)
+    states = flow_loop(mlp_denoiser(model), x_T, sigmas=flow_sigmas(steps, shift, spacing), progress=False)
+    return torch.stack([s.x_t.cpu() for s in states])
 
 
 def generate(model: nn.Module, noise: torch.Tensor, steps: int = 50, shift: float = 1.0,

@@ -322,3 +322,29 @@ def test_recipe_measures_each_setting_with_intervals(tmp_path, monkeypatch):
     assert saved["objective"]["sigma_sampler"] == "logit_normal" and "--sigma-sampler logit_normal" in saved["command"]
     again = digits_flow.main(["--evaluate-only", "--eval-per-label", "2", "--out", str(out)])
     assert again["quality"]["settings"] == saved["quality"]["settings"]   # same weights, same seed: same numbers
+
+
+# ---- lesson 08's coding exercises (exercise_bank/lesson08.py) ------------------------------------------------------
+
+def test_lesson08_exercises_pass_their_references_fail_wrong_answers_and_agree_with_the_package(capsys):
+    from diffusion_lessons.exercise_bank.lesson08 import EXERCISES
+
+    found = {ex.name: ex for ex in EXERCISES}
+    assert set(found) == {"flow-matching pair", "timestep shift", "DDIM step as an Euler step"}
+    for ex in EXERCISES:
+        assert ex.lesson == 8 and ex.check(ex.solution, verbose=False)
+        assert not ex.check(lambda *args: None, verbose=False)
+    assert not found["timestep shift"].check(lambda sigma, shift: shift * sigma, verbose=False)
+    g = torch.Generator().manual_seed(0)
+    x0, noise, sigma = found["flow-matching pair"].make_inputs(g)
+    x_t, v = found["flow-matching pair"].solution(x0, noise, sigma)
+    assert torch.allclose(x_t, flow.interpolate(x0, noise, sigma)) and torch.equal(v, flow.velocity_target(x0, noise))
+    sigmas, shift = found["timestep shift"].make_inputs(g)
+    assert torch.allclose(found["timestep shift"].solution(sigmas, shift), timestep_shift(sigmas, shift))
+    schedule = make_schedule("cosine")
+    for t, t_prev in ((700, 650), (40, -1)):
+        x_t, eps = randn(2, 1, 4, 4).double(), randn(2, 1, 4, 4, seed=1).double()
+        abar_t = float(schedule.alphas_cumprod[t])
+        abar_prev = float(schedule.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
+        got = found["DDIM step as an Euler step"].solution(x_t, eps, abar_t, abar_prev)
+        assert torch.allclose(got, ddim_step(schedule, x_t, eps, t, t_prev).x_prev, atol=1e-9)
