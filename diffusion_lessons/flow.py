@@ -173,7 +173,7 @@ def flow_matching_loss(denoise: Denoiser, x0: torch.Tensor, noise: torch.Tensor,
                        labels: torch.Tensor | None = None,
                        timestep_scale: float = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
     """L = mean || denoise(x_sigma, timestep_scale sigma, labels) - (noise - x0) ||^2 with
-    x_sigma = (1 - sigma) x0 + sigma noise, one sigma per sample (Lipman et al. 2023, eq. 23 for this path)."""
+    x_sigma = (1 - sigma) x0 + sigma noise, one sigma per sample (Lipman et al. 2023's conditional flow matching)."""
     x_t = interpolate(x0, noise, sigma)
     prediction = denoise(x_t, sigma.to(x0.device, x0.dtype) * timestep_scale, labels)
     return F.mse_loss(prediction, velocity_target(x0, noise))
