@@ -43,6 +43,9 @@ LESSONS = (
            "AutoencoderKL squeezes 3x32x32 pixels into a 4x8x8 latent; the KL term and the scaling factor"),
     Lesson("07_text_to_image", "From words to pictures",
            "tokenizer, text encoder, cross-attention: a diffusers StableDiffusionPipeline built from the book's parts"),
+    Lesson("08_flow_matching", "Flow matching and rectified flow",
+           "straight paths from noise to data: the velocity target, Euler steps, reflow to one step, SD3's timestep "
+           "shift and logit-normal draw"),
 )
 
 

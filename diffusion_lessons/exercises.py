@@ -41,7 +41,7 @@ import inspect  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
-CODING_LESSONS = (1, 2, 3, 4, 5, 6, 7)  # lessons with coding exercises
+CODING_LESSONS = (1, 2, 3, 4, 5, 6, 7, 8)  # lessons with coding exercises
 
 
 def _describe(value: Any) -> str:
@@ -145,7 +145,7 @@ class CodingExercise:
 
 
 def coding_exercises(lesson: int) -> list[CodingExercise]:
-    """The coding exercises of a lesson (1-7): a list of CodingExercise with .name, .check(fn), .solution."""
+    """The coding exercises of a lesson (CODING_LESSONS): a list of CodingExercise with .name, .check(fn), .solution."""
     if isinstance(lesson, bool) or not isinstance(lesson, int) or lesson not in CODING_LESSONS:
         raise ValueError(f"lesson must be one of {CODING_LESSONS}, got {lesson!r}")
     module = importlib.import_module(f"diffusion_lessons.exercise_bank.lesson{lesson:02d}")
