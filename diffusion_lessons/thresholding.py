@@ -1,4 +1,4 @@
-"""Guidance overshoot and dynamic thresholding, lessons 06 and 07.
+"""Guidance overshoot and dynamic thresholding, lesson 07 (the overshoot is first seen in lesson 06).
 
 A large guidance scale s extrapolates the prediction, eps = eps_uncond + s (eps_text - eps_uncond), and
 the clean latent it implies, z0_hat = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), overshoots: early in
