@@ -123,8 +123,6 @@ def test_write_manifest_and_check_from_the_command_line(root, capsys):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_the_shipped_models_match_their_manifests(name):
     folder = SHIPPED[name]
-    if name == "digits" and not (folder / pretrained.MANIFEST).is_file():
-        pytest.xfail("the digits model is being re-shipped; its manifest follows with it")
     assert (folder / pretrained.MANIFEST).is_file(), (
         f"write it with: python -m diffusion_lessons.pretrained --write-manifest {name}")
     assert pretrained.verify_manifest(folder)
