@@ -200,7 +200,9 @@ def load_pretrained(name: str, device=None):
         tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer", local_files_only=True)
         encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", **kw).to(device).eval()
         return tokenizer, encoder
-    from diffusers import StableDiffusionPipeline
+    from .t2i import stable_diffusion_pipeline_class
+
+    StableDiffusionPipeline = stable_diffusion_pipeline_class()
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False, **kw)
     pipe.set_progress_bar_config(disable=True)

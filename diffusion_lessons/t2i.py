@@ -31,6 +31,21 @@ from .guidance import check_scales, guided_denoiser
 from .loop import denoising_loop, final_alpha_cumprod, prediction_type_of, unet_denoiser
 from .schedules import to_diffusers_config
 
+def stable_diffusion_pipeline_class():
+    """diffusers' StableDiffusionPipeline, imported with transformers' logging at error level for the import
+    only: without the optional torchvision, importing it prints notices about image processors the book never
+    uses (its pipelines have no safety checker or feature extractor)."""
+    import transformers
+
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        StableDiffusionPipeline = stable_diffusion_pipeline_class()
+    finally:
+        transformers.logging.set_verbosity(level)
+    return StableDiffusionPipeline
+
+
 # StableDiffusionPipeline's own defaults (its __call__ signature): the "default settings" we measure.
 DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 7.5
@@ -46,7 +61,7 @@ def build_scheduler():
 
 def assemble_pipeline(vae, tokenizer, text_encoder, unet, scheduler=None):
     """A diffusers StableDiffusionPipeline from the book's parts (no safety checker, no feature extractor)."""
-    from diffusers import StableDiffusionPipeline
+    StableDiffusionPipeline = stable_diffusion_pipeline_class()
 
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler or build_scheduler(), safety_checker=None,
@@ -68,7 +83,7 @@ def save_pipeline(pipe, folder: str | Path) -> None:
 
 def load_pipeline(folder: str | Path, device: torch.device | str | None = None):
     """StableDiffusionPipeline.from_pretrained(folder), offline, safetensors only, progress bar off."""
-    from diffusers import StableDiffusionPipeline
+    StableDiffusionPipeline = stable_diffusion_pipeline_class()
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False,
                                                    use_safetensors=True, local_files_only=True)
