@@ -40,7 +40,7 @@ def stable_diffusion_pipeline_class():
     level = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        StableDiffusionPipeline = stable_diffusion_pipeline_class()
+        from diffusers import StableDiffusionPipeline
     finally:
         transformers.logging.set_verbosity(level)
     return StableDiffusionPipeline
