@@ -101,3 +101,21 @@ def test_committed_times_file_is_valid_and_names_only_lessons():
     stems = {lesson.stem for lesson in book.LESSONS}
     for device in book.DEVICES:
         assert set(times[device]) <= stems, f"unknown lesson names under {device!r}"
+
+
+def test_time_line_reads_the_record_and_says_when_a_time_is_missing(tmp_path):
+    path = write(tmp_path, {"cpu": {"04_sampling": 52.2}, "gpu": {}, "cpu_machine": "x"})
+    line = book.time_line("04_sampling", path)
+    assert line.startswith("**Time:** 52 s on a 2-core CPU") and f"GPU time {book.NOT_MEASURED}" in line
+    with pytest.raises(ValueError, match="stem must be one of"):
+        book.time_line("99_nothing", path)
+
+
+def test_every_lesson_header_shows_its_time_from_the_record_not_typed():
+    for lesson in book.LESSONS:
+        nb = nbformat.read(ROOT / "notebooks" / f"{lesson.stem}.ipynb", as_version=4)
+        head = nb.cells[0].source
+        typed = re.findall(r"\d+(?:\.\d+)?\s*(?:s|min|seconds|minutes)\b", head)
+        assert not typed, f"{lesson.stem}: the header types a time ({typed}); book.show_time reads the record"
+        code = next(c for c in nb.cells if c.cell_type == "code")
+        assert f'book.show_time("{lesson.stem}")' in code.source, f"{lesson.stem}: first code cell must show its time"
