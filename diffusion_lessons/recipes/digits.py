@@ -127,6 +127,13 @@ def main(argv: list[str] | None = None) -> dict | None:
         return save_and_measure(args, model, losses, train_s, device, staging, started)
 
 
+def data_record() -> dict:
+    """The record's description of the training data (shared by the digits recipes)."""
+    return dict(source="sklearn.datasets.load_digits", split="train", images=len(load_digits("train")[1]),
+                held_out=DIGITS_HELD_OUT, split_seed=DIGITS_SPLIT_SEED, size=DIGITS_SIZE,
+                preprocessing="8x8 values 0..16 -> bilinear upsample to 16x16 -> [-1, 1], ink = +1")
+
+
 def save_and_measure(args: argparse.Namespace, model: torch.nn.Module, losses: list[float], train_s: float,
                      device: torch.device, folder, started: float) -> dict:
     """Save unet/ and scheduler/ into folder, measure them (unless --skip-eval) and write recipe.json."""
@@ -139,9 +146,7 @@ def save_and_measure(args: argparse.Namespace, model: torch.nn.Module, losses: l
     record = common.run_record(
         "digits", args, SETTINGS, started=started, losses=losses, train_s=train_s, device=device,
         quality=quality, eval_s=eval_s, batch_size=args.batch_size, lr=LR,
-        data=dict(source="sklearn.datasets.load_digits", split="train", images=len(load_digits("train")[1]),
-                  held_out=DIGITS_HELD_OUT, split_seed=DIGITS_SPLIT_SEED, size=DIGITS_SIZE,
-                  preprocessing="8x8 values 0..16 -> bilinear upsample to 16x16 -> [-1, 1], ink = +1"),
+        data=data_record(),
         loop=common.loop_settings(ema_max_decay=EMA_MAX_DECAY),
         noise_schedule=dict(kind=NOISE_SCHEDULE, num_train_timesteps=scheduler.config.num_train_timesteps,
                             diffusers=scheduler.config.beta_schedule, beta_schedule=scheduler.config.beta_schedule),

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from ..data import DIGITS_HELD_OUT, DIGITS_SIZE, DIGITS_SPLIT_SEED, NUM_DIGIT_CLASSES, load_digits
+from ..data import DIGITS_SIZE, NUM_DIGIT_CLASSES, load_digits
 from ..device import seed_everything
 from ..evaluation import measure_digits, train_digit_classifier
 from ..flow import flow_batch_fn, flow_loss_fn, sample_with_flow_scheduler
@@ -31,6 +31,7 @@ from ..models import DIGITS_UNET_CONFIG, build_digits_unet, count_parameters
 from ..sigmas import NUM_TRAIN_TIMESTEPS, SIGMA_SAMPLERS
 from ..training import EMA, TrainingInterrupted, train_loop, training_device
 from . import common
+from .digits import data_record
 
 NAME = "digits-flow"
 SEED = 0
@@ -151,9 +152,7 @@ def save_and_measure(args: argparse.Namespace, model: torch.nn.Module, losses: l
     record = common.run_record(
         NAME, args, SETTINGS, started=started, losses=losses, train_s=train_s, device=device,
         quality=quality, eval_s=eval_s, batch_size=args.batch_size, lr=LR,
-        data=dict(source="sklearn.datasets.load_digits", split="train", images=len(load_digits("train")[1]),
-                  held_out=DIGITS_HELD_OUT, split_seed=DIGITS_SPLIT_SEED, size=DIGITS_SIZE,
-                  preprocessing="8x8 values 0..16 -> bilinear upsample to 16x16 -> [-1, 1], ink = +1"),
+        data=data_record(),
         loop=common.loop_settings(ema_max_decay=EMA_MAX_DECAY),
         objective=dict(kind="flow matching (rectified flow)", path="x_sigma = (1 - sigma) x0 + sigma noise",
                        target="noise - x0", timestep=f"{NUM_TRAIN_TIMESTEPS} sigma", sigma_sampler=args.sigma_sampler,
