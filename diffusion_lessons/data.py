@@ -47,7 +47,7 @@ def to_pil(x: torch.Tensor) -> Image.Image:
 # ---- digits: sklearn's handwritten digits (lessons 03-05) ----
 # sklearn ships 1,797 digits of 8x8 (values 0..16, 16 = ink). The book upsamples them
 # bilinearly to 16x16: a 1.1 M-parameter UNet2DModel trained at 16x16 drew digits a classifier
-# reads correctly, while at native 8x8 the samples stayed speckled (MEASUREMENTS.md).
+# reads correctly, while at native 8x8 the samples stayed speckled (measured while planning the book).
 
 DIGITS_SIZE = 16        # resolution the digits model uses (height = width)
 NUM_DIGIT_CLASSES = 10  # labels 0..9

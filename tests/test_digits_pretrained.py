@@ -1,6 +1,6 @@
 """The shipped digits model (python -m diffusion_lessons.train digits): loads with plain diffusers,
 its recipe record agrees with its config, and its full-size measurements (python -m diffusion_lessons.measure
-digits, 500 samples per setting) meet the targets: clean digits (issue 11), guidance's trade-off (issue 4)."""
+digits, 500 samples per setting) meet the book's targets: clean digits, and guidance's trade-off."""
 
 from __future__ import annotations
 
@@ -67,10 +67,10 @@ def test_measured_quality_meets_the_targets(measured):
     g = {float(k): v for k, v in measured["guidance"].items()}
     assert measured["classifier_held_out_accuracy"] >= 0.97
     assert measured["settings"]["per_setting"] >= 200
-    # issue 11: digits that look like digits, 50 DDIM steps (deterministic)
+    # digits that look like digits, 50 DDIM steps (deterministic)
     assert g[1.0]["rough"]["value"] <= 0.01 and g[3.0]["rough"]["value"] <= 0.01
     assert g[1.0]["fidelity"]["value"] >= 0.97 and g[3.0]["fidelity"]["value"] >= 0.99
-    # issue 4: guidance trades variety for faithfulness, from the same starting noise at each scale
+    # guidance trades variety for faithfulness, from the same starting noise at each scale
     diversity = [g[s]["diversity"]["value"] for s in sorted(g)]
     assert all(a > b for a, b in zip(diversity, diversity[1:])), diversity
     assert g[0.0]["fidelity"]["value"] < 0.3 < g[1.0]["fidelity"]["value"]  # s = 0 ignores the label

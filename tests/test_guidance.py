@@ -1,4 +1,4 @@
-"""Classifier-free guidance (lesson 05): the identities of PAPERS.md, diffusers' own formulas, one batched pass."""
+"""Classifier-free guidance (lesson 05): the papers' identities (Ho and Salimans 2022), diffusers' own formulas, one batched pass."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The recipes' runs on the 2-core CPU (benchmarks/recipes-2core-cpu/): the records they wrote meet the
-issue targets for time and quality. They are records, not reruns: retraining takes the better part of
+the book's targets for time and quality. They are records, not reruns: retraining takes the better part of
 an hour (python -m diffusion_lessons.train NAME, see the README there)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_the_runs_were_on_a_two_core_cpu_with_the_quick_profile(records):
 
 def test_latent_recipes_finish_within_an_hour_and_meet_their_targets(records):
     vae, t2i = records["vae"], records["shapes-t2i"]
-    assert vae["wall_seconds"] + t2i["wall_seconds"] <= 60 * 60           # issue 5
+    assert vae["wall_seconds"] + t2i["wall_seconds"] <= 60 * 60    
     adherence = t2i["quality"]["adherence_default"]
     assert adherence["background"] >= 0.95 and adherence["color"] >= 0.95 and adherence["shape"] >= 0.80
     assert vae["quality"]["test_mse"] < 0.01
@@ -39,7 +39,7 @@ def test_latent_recipes_finish_within_an_hour_and_meet_their_targets(records):
 
 def test_digits_recipe_finishes_within_half_an_hour_and_meets_its_targets(records):
     digits = records["digits"]
-    assert digits["wall_time_s"] + digits["eval_time_s"] <= 30 * 60       # issue 3
+    assert digits["wall_time_s"] + digits["eval_time_s"] <= 30 * 60
     q = digits["quality"]
     assert q["guidance_1"]["fidelity"] >= 0.90 and q["guidance_3"]["fidelity"] >= 0.97
     diversity = [q[f"guidance_{s}"]["diversity"] for s in (0, 1, 2, 3, 5, 7, 10)]

@@ -1,6 +1,6 @@
 """Noise schedules and the forward process (lesson 02) against diffusers and the papers' numbers.
 
-Reference numbers: /work/shared/reference/PAPERS.md (computed in float64 from the formulas).
+Reference numbers: computed in float64 from the papers' formulas (Ho et al. 2020; Nichol and Dhariwal 2021).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import torch
 from diffusion_lessons import data, evaluation, latents, models, pretrained
 
 # Stated bound for the shipped VAE: mean squared round-trip error on [-1, 1] images. The feasibility
-# run reached about 0.005 (reference/MEASUREMENTS.md); 0.01 leaves room without hiding a broken model.
+# run reached about 0.005 (a feasibility run of this recipe); 0.01 leaves room without hiding a broken model.
 ROUND_TRIP_MSE_BOUND = 0.01
 
 

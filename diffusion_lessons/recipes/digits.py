@@ -1,6 +1,6 @@
 """Recipe of the shipped digits model (lessons 03-05): python -m diffusion_lessons.train digits.
 
-What worked on a 2-core CPU (reference/MEASUREMENTS.md): the 1.1 M-parameter class-conditional
+What worked on a 2-core CPU when the book was planned: the 1.1 M-parameter class-conditional
 UNet2DModel on digits upsampled to 16x16, batch 128, AdamW with the learning rate decayed from 2e-3
 to 0 on a cosine, EMA of the weights (decay warming up to 0.999), label dropout 0.15, cosine noise
 schedule, about 2,500 steps. Writes, under --out (default ./runs/digits-<timestamp>; the shipped
