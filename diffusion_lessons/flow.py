@@ -289,7 +289,7 @@ def sample_with_flow_scheduler(unet: torch.nn.Module, scheduler, labels, num_inf
     for t in tqdm(scheduler.timesteps, desc="FlowMatchEuler", disable=not progress, leave=False):
         guided = guidance_scale != 1.0
         x_in, labels_in = (torch.cat([x, x]), torch.cat([labels, null])) if guided else (x, labels)
-        v = unet(x_in, t, class_labels=labels_in).sample                     # the velocity
+        v = unet(x_in, t.expand(x_in.shape[0]), class_labels=labels_in).sample   # the velocity
         if guided:
             v_cond, v_uncond = v.chunk(2)
             v = v_uncond + guidance_scale * (v_cond - v_uncond)

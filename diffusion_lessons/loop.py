@@ -68,7 +68,7 @@ class SampleState:
 
 def unet_denoiser(model: torch.nn.Module, cond_argument: str | None = None) -> Denoiser:
     """denoise(x, t, cond) calling model(x, t, **{cond_argument: cond}) and unwrapping .sample.
-    cond_argument: 'class_labels' (UNet2DModel, TinyUNet) or 'encoder_hidden_states' (UNet2DConditionModel);
+    cond_argument: 'class_labels' (UNet2DModel, DiTTransformer2DModel, TinyUNet) or 'encoder_hidden_states' (UNet2DConditionModel);
     None picks 'encoder_hidden_states' when model.forward takes it, else 'class_labels'."""
     if not callable(model):
         raise ValueError(f"model must be a callable network (a UNet2DModel, ...), got {type(model).__name__}")
@@ -79,6 +79,8 @@ def unet_denoiser(model: torch.nn.Module, cond_argument: str | None = None) -> D
         raise ValueError(f"cond_argument must be 'class_labels' or 'encoder_hidden_states', got {cond_argument!r}")
 
     def denoise(x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor) or t.ndim == 0:   # one timestep for the batch: a DiT needs one per sample
+            t = torch.as_tensor(t, device=x.device).reshape(1).expand(x.shape[0])
         out = model(x, t, **{cond_argument: cond})
         return out.sample if hasattr(out, "sample") else out
 

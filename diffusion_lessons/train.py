@@ -24,6 +24,8 @@ RECIPES = {
     "vae": "vae",             # AutoencoderKL on generated captioned shapes (lesson 06)
     "shapes-t2i": "shapes_t2i",  # tokenizer + CLIPTextModel + UNet2DConditionModel -> pipeline (lesson 07)
     "digits-flow": "digits_flow",  # the digits UNet2DModel trained by flow matching (lesson 08)
+    "digits-reflow": "digits_reflow",  # digits-flow trained again on its own (noise, sample) pairs (lesson 08)
+    "digits-dit": "digits_dit",    # a DiTTransformer2DModel trained by flow matching on digits (lesson 10)
 }
 
 

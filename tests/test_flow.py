@@ -348,3 +348,40 @@ def test_lesson08_exercises_pass_their_references_fail_wrong_answers_and_agree_w
         abar_prev = float(schedule.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
         got = found["DDIM step as an Euler step"].solution(x_t, eps, abar_t, abar_prev)
         assert torch.allclose(got, ddim_step(schedule, x_t, eps, t, t_prev).x_prev, atol=1e-9)
+
+
+# ---- the digits-reflow recipe ---------------------------------------------------------------------------------------
+
+def test_reflow_pairs_are_the_teachers_own_samples_of_their_noise():
+    from diffusion_lessons.recipes import digits_reflow
+
+    teacher = digits_flow.UNET.build(0).eval()
+    noise, samples, labels = digits_reflow.make_pairs(teacher, digits_flow.make_scheduler(), 20, 3, seed=5,
+                                                      progress=False)
+    n_uncond = digits_reflow.unconditional_count(20)
+    assert n_uncond == round(20 * 0.15 / 0.85) and len(labels) == 20 + n_uncond
+    assert labels[:20].tolist() == [i % 10 for i in range(20)] and (labels[20:] == 10).all()
+    assert torch.equal(noise, torch.randn(noise.shape, generator=torch.Generator().manual_seed(5)))
+    again = flow.sample_with_flow_scheduler(teacher, digits_flow.make_scheduler(), labels[:4], x_T=noise[:4],
+                                            sigmas=[1.0, 2 / 3, 1 / 3])
+    assert torch.allclose(samples[:4], again, atol=1e-6)
+
+
+def test_reflow_recipe_starts_from_its_teacher_and_records_it(tmp_path):
+    from diffusion_lessons.recipes import digits_reflow
+
+    teacher = tmp_path / "teacher"
+    digits_flow.main(["--steps", "2", "--skip-eval", "--out", str(teacher), "--profile", "quick", "--batch-size", "8"])
+    out = tmp_path / "reflow"
+    record = digits_reflow.main(["--steps", "2", "--pairs", "20", "--pair-steps", "2", "--skip-eval", "--out",
+                                 str(out), "--profile", "quick", "--batch-size", "8", "--teacher", str(teacher)])
+    assert record["model"] == "digits-reflow" and record["pairs"]["conditional"] == 20
+    assert record["teacher"]["unet_sha256"] and record["lr"] == digits_reflow.LR
+    assert f"--teacher {teacher}" in record["command"] and "--pairs 20" in record["command"]
+    unet = UNet2DModel.from_pretrained(out / "unet", use_safetensors=True, local_files_only=True)
+    start = UNet2DModel.from_pretrained(teacher / "unet", use_safetensors=True, local_files_only=True)
+    # two small steps from the teacher: close to it, not a fresh network
+    diff = max((a - b).abs().max().item() for a, b in zip(unet.parameters(), start.parameters()))
+    assert 0 < diff < 0.05
+    with pytest.raises(SystemExit, match="holds no unet"):
+        digits_reflow.main(["--steps", "2", "--skip-eval", "--out", str(tmp_path / "x"), "--teacher", str(tmp_path)])

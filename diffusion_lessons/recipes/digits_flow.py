@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -49,11 +51,42 @@ EVAL = dict(per_label=20, settings=((50, 1.0, "diffusers"), (50, 3.0, "diffusers
                                     (8, 3.0, "diffusers"), (4, 3.0, "diffusers"), (2, 3.0, "diffusers"),
                                     (1, 3.0, "diffusers"), (2, 3.0, "uniform"), (4, 3.0, "uniform")))
 SETTINGS = {profile: dict(steps=steps) for profile, steps in STEPS.items()}  # --steps overrides
-OUTPUTS = ("unet", "scheduler", "recipe.json", "measurements.json")  # what OUT holds
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = common.make_parser(NAME, __doc__, SETTINGS, seed=SEED)
+@dataclass(frozen=True)
+class Network:
+    """What a flow-matching digits recipe trains: the recipe's name and docstring, the folder and diffusers
+    class of its network, a builder from a seed, the record's description of it, and its step counts."""
+    name: str
+    doc: str
+    component: str                              # the network's folder: 'unet' or 'transformer'
+    model_class: str                            # its diffusers class, to load it back
+    build: Callable[[int], torch.nn.Module]     # seed -> a fresh network
+    describe: Callable[[torch.nn.Module], dict]  # the record's description of the network
+    settings: dict = field(default_factory=lambda: SETTINGS)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.component, "scheduler", "recipe.json", "measurements.json")
+
+    def load(self, folder) -> torch.nn.Module:
+        import diffusers
+
+        cls = getattr(diffusers, self.model_class)
+        return cls.from_pretrained(folder / self.component, use_safetensors=True, local_files_only=True)
+
+
+def describe_unet(model: torch.nn.Module) -> dict:
+    return dict(unet=dict(parameters=count_parameters(model), **{k: list(v) if isinstance(v, tuple) else v
+                                                                for k, v in DIGITS_UNET_CONFIG.items()}))
+
+
+UNET = Network(NAME, __doc__, "unet", "UNet2DModel", lambda seed: build_digits_unet(seed=seed), describe_unet)
+
+
+def parse_args(argv: list[str] | None, net: Network = UNET, extra: Callable | None = None) -> argparse.Namespace:
+    """The shared recipe options plus the flow options; extra(parser) adds a recipe's own."""
+    parser = common.make_parser(net.name, net.doc, net.settings, seed=SEED)
     parser.add_argument("--sigma-sampler", choices=SIGMA_SAMPLERS, default=SIGMA_SAMPLER,
                         help=f"how training draws sigma (default {SIGMA_SAMPLER})")
     parser.add_argument("--eval-per-label", type=int, default=EVAL["per_label"],
@@ -61,7 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--evaluate-only", action="store_true",
                         help="no training: re-measure the model saved in --out and update its recipe.json")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=argparse.SUPPRESS)  # tests: tiny runs
-    args = common.parse(parser, argv, NAME, SETTINGS, out_needed_by="evaluate_only", outputs=OUTPUTS)
+    if extra is not None:
+        extra(parser)
+    args = common.parse(parser, argv, net.name, net.settings, out_needed_by="evaluate_only", outputs=net.outputs)
     if args.eval_per_label < 2:
         parser.error(f"--eval-per-label must be >= 2 (diversity needs pairs), got {args.eval_per_label}")
     if args.batch_size < 1:
@@ -76,23 +111,26 @@ def make_scheduler():
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=SHIFT)
 
 
-def train(args: argparse.Namespace, device: torch.device,
-          accelerator=None) -> tuple[torch.nn.Module, list[float], float]:
+def train(args: argparse.Namespace, device: torch.device, accelerator=None, net: Network = UNET,
+          model: torch.nn.Module | None = None, batch_fn: Callable | None = None,
+          lr: float = LR) -> tuple[torch.nn.Module, list[float], float]:
     """Train from the seed in training.train_loop (flow.flow_batch_fn and flow_loss_fn); return the EMA model,
-    the loss history and the training wall time."""
+    the loss history and the training wall time. model: start from these weights (reflow) instead of
+    net.build(seed); batch_fn: batches from elsewhere (reflow's pairs) instead of the digits with fresh noise."""
     seed_everything(args.seed)
-    x0, labels = load_digits("train", DIGITS_SIZE)
-    model = build_digits_unet(seed=args.seed).to(device)
+    if batch_fn is None:
+        x0, labels = load_digits("train", DIGITS_SIZE)
+        batch_fn = flow_batch_fn(x0, args.batch_size, labels, P_UNCOND, sigma_kind=args.sigma_sampler, shift=SHIFT)
+    model = (net.build(args.seed) if model is None else model).to(device)
     ema = EMA(model, max_decay=EMA_MAX_DECAY).to(device)
-    batch_fn = flow_batch_fn(x0, args.batch_size, labels, P_UNCOND, sigma_kind=args.sigma_sampler, shift=SHIFT)
     loss_fn = flow_loss_fn(unet_denoiser(model, "class_labels"))
     checkpointing = None
     if accelerator is not None:
-        checkpointing = common.checkpointing(args, SETTINGS, batch_size=args.batch_size,
+        checkpointing = common.checkpointing(args, net.settings, batch_size=args.batch_size,
                                              sigma_sampler=args.sigma_sampler)
     start = time.perf_counter()
-    losses = train_loop(model, loss_fn, batch_fn, steps=args.steps, lr=LR,
-                        generator=torch.Generator().manual_seed(args.seed), ema=ema, desc=NAME,
+    losses = train_loop(model, loss_fn, batch_fn, steps=args.steps, lr=lr,
+                        generator=torch.Generator().manual_seed(args.seed), ema=ema, desc=net.name,
                         accelerator=accelerator, checkpointing=checkpointing)
     common.synchronize(device)
     return ema.model.eval(), losses, time.perf_counter() - start
@@ -121,37 +159,61 @@ def measure(model: torch.nn.Module, scheduler, seed: int, per_label: int = EVAL[
 def main(argv: list[str] | None = None) -> dict | None:
     """Train (on every process of a launch), then on the main process save (unet/, scheduler/), measure and write
     recipe.json and manifest.json into --out at once; return the record (None on the other processes)."""
+    return run(argv, UNET)
+
+
+def run(argv: list[str] | None, net: Network, lr: float = LR, extra: Callable | None = None,
+        select: Callable | None = None) -> dict | None:
+    """main() of a flow-matching digits recipe training `net` from scratch at learning rate lr. extra(parser) adds
+    the recipe's own options; select(args) -> (the Network to train, what to add to the record's command)."""
     started = time.perf_counter()
-    args = parse_args(argv)
+    args = parse_args(argv, net, extra)
+    suffix = ""
+    if select is not None:
+        net, suffix = select(args)
     device = training_device()
     if args.evaluate_only:
-        return evaluate_only(args, device)
+        return evaluate_only(args, device, net)
+    accelerator = start(args, device, net)
+    try:
+        model, losses, train_s = train(args, device, accelerator, net, lr=lr)
+    except TrainingInterrupted as err:
+        raise common.interrupted(err, net.name) from None
+    return finish(args, accelerator, net, model, losses, train_s, device, started, lr=lr, extra_command=suffix)
+
+
+def start(args: argparse.Namespace, device: torch.device, net: Network):
+    """The run's accelerator (common.accelerator), after saying what runs where."""
     accelerator = common.accelerator(args, device)
     if accelerator.is_main_process:
-        print(f"{NAME} recipe: {args.steps} steps, profile {args.profile}, sigma {args.sigma_sampler}, device "
+        print(f"{net.name} recipe: {args.steps} steps, profile {args.profile}, sigma {args.sigma_sampler}, device "
               f"{device}, {accelerator.num_processes} process(es), writing to {args.out}")
-    try:
-        model, losses, train_s = train(args, device, accelerator)
-    except TrainingInterrupted as err:
-        raise common.interrupted(err, NAME) from None
+    return accelerator
+
+
+def finish(args: argparse.Namespace, accelerator, net: Network, model: torch.nn.Module, losses: list[float],
+           train_s: float, device: torch.device, started: float, **details) -> dict | None:
+    """On the main process: save, measure and record into --out at once (common.publish); None elsewhere."""
     if not accelerator.is_main_process:
         return None
     with common.publish(args.out, args.keep_checkpoints) as staging:
-        return save_and_measure(args, model, losses, train_s, device, staging, started)
+        return save_and_measure(args, model, losses, train_s, device, staging, started, net, **details)
 
 
 def save_and_measure(args: argparse.Namespace, model: torch.nn.Module, losses: list[float], train_s: float,
-                     device: torch.device, folder, started: float) -> dict:
-    """Save unet/ and scheduler/ into folder, measure them (unless --skip-eval) and write recipe.json."""
+                     device: torch.device, folder, started: float, net: Network = UNET, lr: float = LR,
+                     extra_command: str = "", **details) -> dict:
+    """Save the network and scheduler/ into folder, measure them (unless --skip-eval) and write recipe.json.
+    details: more fields for the record (reflow: its teacher and pairs)."""
     scheduler = make_scheduler()
-    model.save_pretrained(folder / "unet", safe_serialization=True)
+    model.save_pretrained(folder / net.component, safe_serialization=True)
     scheduler.save_pretrained(folder / "scheduler")
     start = time.perf_counter()
     quality = None if args.skip_eval else measure(model, scheduler, args.seed, args.eval_per_label)
     eval_s = None if args.skip_eval else time.perf_counter() - start
     record = common.run_record(
-        NAME, args, SETTINGS, started=started, losses=losses, train_s=train_s, device=device,
-        quality=quality, eval_s=eval_s, batch_size=args.batch_size, lr=LR,
+        net.name, args, net.settings, started=started, losses=losses, train_s=train_s, device=device,
+        quality=quality, eval_s=eval_s, batch_size=args.batch_size, lr=lr,
         data=data_record(),
         loop=common.loop_settings(ema_max_decay=EMA_MAX_DECAY),
         objective=dict(kind="flow matching (rectified flow)", path="x_sigma = (1 - sigma) x0 + sigma noise",
@@ -159,35 +221,33 @@ def save_and_measure(args: argparse.Namespace, model: torch.nn.Module, losses: l
                        shift=SHIFT, loss="MSE"),
         prediction_type="flow (velocity noise - x0)", p_uncond=P_UNCOND, saved_weights="EMA",
         scheduler=dict(kind="FlowMatchEulerDiscreteScheduler", num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=SHIFT),
-        unet=dict(parameters=count_parameters(model), **{k: list(v) if isinstance(v, tuple) else v
-                                                         for k, v in DIGITS_UNET_CONFIG.items()}),
+        **net.describe(model), **details,
         evaluated=None if args.skip_eval else dict(hardware=common.hardware(device), command="(with the training)"),
     )
     extra = "" if args.batch_size == BATCH_SIZE else f" --batch-size {args.batch_size}"
     extra += "" if args.sigma_sampler == SIGMA_SAMPLER else f" --sigma-sampler {args.sigma_sampler}"
-    record["command"] += extra
+    record["command"] += extra + extra_command
     record["recipe"] = record["command"]
     common.write_record(record, folder / "recipe.json")
     return record
 
 
-def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict:
+def evaluate_only(args: argparse.Namespace, device: torch.device, net: Network = UNET) -> dict:
     """Re-measure the model saved under args.out with its saved scheduler; update its recipe.json."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
     path = args.out / "recipe.json"
     if not path.is_file():
         raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
     record = json.loads(path.read_text())
-    model = UNet2DModel.from_pretrained(args.out / "unet", use_safetensors=True, local_files_only=True)
-    model = model.to(device).eval()
+    model = net.load(args.out).to(device).eval()
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(args.out / "scheduler", local_files_only=True)
-    print(f"{NAME} recipe: re-measuring {args.out} on {device}")
+    print(f"{net.name} recipe: re-measuring {args.out} on {device}")
     start = time.perf_counter()
     record["quality"] = measure(model, scheduler, record["seed"], args.eval_per_label)
     record["eval_time_s"] = round(time.perf_counter() - start, 1)
     record["evaluated"] = dict(hardware=common.hardware(device),
-                               command=f"python -m diffusion_lessons.train {NAME} --evaluate-only "
+                               command=f"python -m diffusion_lessons.train {net.name} --evaluate-only "
                                        f"--eval-per-label {args.eval_per_label}")
     common.write_record(record, path, show=("quality",))
     return record

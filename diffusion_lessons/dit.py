@@ -1,0 +1,108 @@
+"""Diffusion transformers for the digits world (lesson 10): diffusers' DiTTransformer2DModel in three sizes.
+
+A DiT (Peebles and Xie 2023) cuts the 16x16 image into 2x2 patches (64 tokens), embeds each patch with a
+linear map plus a fixed sine-cosine position, runs a stack of transformer blocks whose LayerNorms are
+modulated by the timestep and the class (adaLN-Zero: scale, shift and a gate per block, the gate's layer
+initialised to zero so each block starts as the identity), and maps every token back to its patch.
+
+Labels 0-9 are the digits and 10 is the null label of classifier-free guidance: diffusers builds the label
+table with num_embeds_ada_norm + 1 rows (the extra row is its own "dropped label"), so `num_embeds_ada_norm=10`
+gives exactly labels 0-10. The book draws label dropout itself (from the training generator), so the
+builder switches off diffusers' own dropout, which would draw from the global torch RNG.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .data import DIGITS_SIZE, NUM_DIGIT_CLASSES
+
+# the sizes of lesson 10's scaling study: (attention heads, width per head, depth); width = heads x head width
+DIT_SIZES = {
+    "small": (2, 32, 3),    # width 64, 3 blocks: about 0.2 M parameters
+    "base": (4, 24, 5),     # width 96, 5 blocks: about 1.0 M, matched to the digits U-Net's 1.06 M
+    "large": (4, 32, 8),    # width 128, 8 blocks: about 2.8 M
+}
+DIT_SIZE = "base"           # the shipped model
+PATCH_SIZE = 2
+
+
+def digits_dit_config(size: str = DIT_SIZE) -> dict:
+    """The DiTTransformer2DModel config of the digits DiT of the given size ('small', 'base', 'large')."""
+    if size not in DIT_SIZES:
+        raise ValueError(f"size must be one of {sorted(DIT_SIZES)}, got {size!r}")
+    heads, head_dim, depth = DIT_SIZES[size]
+    return dict(num_attention_heads=heads, attention_head_dim=head_dim, num_layers=depth,
+                in_channels=1, out_channels=1, sample_size=DIGITS_SIZE, patch_size=PATCH_SIZE,
+                num_embeds_ada_norm=NUM_DIGIT_CLASSES,   # + diffusers' extra row = the null label 10
+                norm_type="ada_norm_zero")
+
+
+def no_label_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch off diffusers' built-in class-label dropout in every adaLN-Zero block (it draws from the global
+    torch RNG in training mode); the book's loop drops labels itself. Returns the model."""
+    for module in model.modules():
+        if type(module).__name__ == "LabelEmbedding":
+            module.dropout_prob = 0.0
+    return model
+
+
+def zero_init(model: torch.nn.Module) -> torch.nn.Module:
+    """adaLN-Zero's initialisation (Peebles and Xie 2023, section 3.2), which diffusers' constructor does not
+    apply (its DiT is made to load trained weights): every block's modulation layer (scale, shift, gate) and the
+    final layer's modulation and projection start at zero, so each block starts as the identity and the whole
+    network outputs 0. Returns the model."""
+    with torch.no_grad():
+        layers = [block.norm1.linear for block in model.transformer_blocks] + [model.proj_out_1, model.proj_out_2]
+        for layer in layers:
+            layer.weight.zero_()
+            layer.bias.zero_()
+    return model
+
+
+def build_digits_dit(size: str = DIT_SIZE, seed: int | None = 0) -> "DiTTransformer2DModel":  # noqa: F821
+    """A fresh class-conditional DiT for 16x16x1 digits (labels 0-9, null label 10), initialised from `seed`
+    without touching the global torch RNG (torch.random.fork_rng), adaLN-Zero's zeros in place (zero_init),
+    label dropout left to the training loop."""
+    from diffusers import DiTTransformer2DModel
+
+    config = digits_dit_config(size)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63):
+        raise ValueError(f"seed must be None or an int in [0, 2**63), got {seed!r}")
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = DiTTransformer2DModel(**config)
+    return no_label_dropout(zero_init(model))
+
+
+def patchify(images: torch.Tensor, patch_size: int = PATCH_SIZE) -> torch.Tensor:
+    """(B, C, H, W) images -> (B, H/p * W/p, p p C) patch vectors, patches row by row, each patch's values
+    in diffusers' order (row, column, channel; its DiT unpatchifies with 'nhwpqc->nchpwq'). diffusers'
+    PatchEmbed is a p x p convolution with stride p: each token is a linear map of one such vector."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a (batch, channels, height, width) tensor, got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"patch_size must be an int >= 1, got {patch_size!r}")
+    b, c, h, w = images.shape
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"patch_size must divide the image size {h}x{w}, got {patch_size}")
+    p = patch_size
+    x = images.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(patches: torch.Tensor, height: int, width: int, channels: int = 1,
+               patch_size: int = PATCH_SIZE) -> torch.Tensor:
+    """The inverse of patchify: (B, N, p p C) -> (B, C, H, W), as DiTTransformer2DModel's last step."""
+    if not isinstance(patches, torch.Tensor) or patches.ndim != 3:
+        raise ValueError(f"patches must be a (batch, tokens, values) tensor, got "
+                         f"{tuple(patches.shape) if isinstance(patches, torch.Tensor) else type(patches).__name__}")
+    p = patch_size
+    b, n, d = patches.shape
+    if n != (height // p) * (width // p) or d != channels * p * p:
+        raise ValueError(f"patches must have shape (batch, {(height // p) * (width // p)}, {channels * p * p}) "
+                         f"for {channels}x{height}x{width} images, got {tuple(patches.shape)}")
+    x = patches.reshape(b, height // p, width // p, p, p, channels).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, channels, height, width)
