@@ -57,3 +57,24 @@ def test_bad_arguments_are_clear_errors(capsys):
     with pytest.raises(SystemExit):
         measure.main(["nonsense"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_flow_models_measure_lesson_08s_rows_and_groups_merge(tmp_path):
+    """A flow model's record: the even Euler ladders and the scheduler's own; --groups replaces only its group."""
+    from diffusion_lessons.recipes import digits_flow
+
+    model = tmp_path / "flow"
+    digits_flow.main(["--steps", "2", "--skip-eval", "--out", str(model), "--profile", "quick", "--batch-size", "8"])
+    out = tmp_path / "m.json"
+    first = measure.main(["digits-flow", "--model", str(model), "--per-label", "2", "--out", str(out)])
+    assert set(first["few_steps"]) == {str(n) for n in measure.FEW_STEPS}
+    assert set(first["scheduler_ladder"]) == {"2", "50"}
+    assert all(row["fidelity"]["n"] == 20 for row in first["few_steps"].values())
+    again = measure.main(["digits-flow", "--model", str(model), "--per-label", "3", "--out", str(out),
+                          "--groups", "scheduler_ladder"])
+    assert again["few_steps"] == first["few_steps"]                      # kept
+    assert all(row["fidelity"]["n"] == 30 for row in again["scheduler_ladder"].values())
+    assert again["settings"]["per_label_of"] == {"scheduler_ladder": 3}
+    assert json.loads(out.read_text()) == again
+    with pytest.raises(SystemExit):
+        measure.main(["digits-flow", "--model", str(model), "--groups", "guidance", "--out", str(out)])
