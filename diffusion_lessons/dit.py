@@ -106,3 +106,104 @@ def unpatchify(patches: torch.Tensor, height: int, width: int, channels: int = 1
                          f"for {channels}x{height}x{width} images, got {tuple(patches.shape)}")
     x = patches.reshape(b, height // p, width // p, p, p, channels).permute(0, 5, 1, 3, 2, 4)
     return x.reshape(b, channels, height, width)
+
+
+# ---- lesson 10's looking glass: attention over patches, shapes through the model, parameters by part ----
+
+import re  # noqa: E402  (kept with the helpers that use it)
+
+# where each parameter of the digits DiT and of the digits U-Net belongs, for lesson 10's comparison (first match)
+DIT_PARTS = {
+    "patch embedding": r"^pos_embed\.",
+    "timestep + label embedding": r"\.norm1\.emb\.",          # diffusers gives every block its own copy
+    "adaLN-Zero modulation": r"\.norm1\.linear\.",
+    "attention": r"\.attn1\.",
+    "MLP": r"\.ff\.",
+    "final layer": r"^proj_out_",
+}
+UNET_PARTS = {
+    "input conv": r"^conv_in\.",
+    "timestep + label embedding": r"^(time_embedding|class_embedding)\.",
+    "attention": r"\.attentions\.",
+    "down path (ResNet blocks)": r"^down_blocks\.",
+    "middle (ResNet blocks)": r"^mid_block\.",
+    "up path (ResNet blocks)": r"^up_blocks\.",
+    "output norm and conv": r"^(conv_norm_out|conv_out)\.",
+}
+
+
+def _check_module(model, name: str) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def parameters_by_part(model: torch.nn.Module, parts: dict[str, str]) -> dict[str, int]:
+    """The model's parameters counted by part: each parameter goes to the first part whose regular expression
+    matches its name (re.search); parameters no part matches are counted under 'other'. The counts add up to
+    models.count_parameters(model)."""
+    _check_module(model, "model")
+    if not isinstance(parts, dict) or not parts or not all(isinstance(v, str) for v in parts.values()):
+        raise ValueError(f"parts must be a non-empty dict of part name -> regular expression, got {parts!r}")
+    patterns = {name: re.compile(pattern) for name, pattern in parts.items()}
+    counts = dict.fromkeys(parts, 0)
+    for name, p in model.named_parameters():
+        part = next((k for k, pattern in patterns.items() if pattern.search(name)), "other")
+        counts[part] = counts.get(part, 0) + p.numel()
+    return counts
+
+
+def attention_weights(attn: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(d)) of a diffusers self-attention module (its to_q, to_k and heads; d = width per
+    head) on the tokens it is given, hidden_states (B, N, width): (B, heads, N, N), row i holding how query
+    token i spreads its attention over the N tokens (each row sums to 1). Lesson 10's attention over patches."""
+    if not all(hasattr(attn, name) for name in ("to_q", "to_k", "heads")):
+        raise ValueError(f"attn must be a diffusers Attention module (with to_q, to_k, heads), got "
+                         f"{type(attn).__name__}")
+    width = attn.to_q.in_features
+    if not isinstance(hidden_states, torch.Tensor) or hidden_states.ndim != 3 or hidden_states.shape[-1] != width:
+        raise ValueError(f"hidden_states must be a (batch, tokens, {width}) tensor, got "
+                         f"{tuple(hidden_states.shape) if isinstance(hidden_states, torch.Tensor) else type(hidden_states).__name__}")
+    b, n, _ = hidden_states.shape
+    with torch.no_grad():
+        q, k = attn.to_q(hidden_states), attn.to_k(hidden_states)
+        q, k = (z.reshape(b, n, attn.heads, -1).transpose(1, 2) for z in (q, k))   # (B, heads, N, d)
+        if getattr(attn, "norm_q", None) is not None:
+            q, k = attn.norm_q(q), attn.norm_k(k)
+        return torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+
+
+def _shape(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return "x".join(str(n) for n in value.shape)
+    if hasattr(value, "sample"):                              # a diffusers output object
+        return _shape(value.sample)
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_shape(v) for v in value) + ")"
+    return type(value).__name__
+
+
+def shape_trace(model: torch.nn.Module, names, *inputs, **kw_inputs) -> tuple[object, list[tuple[str, str, str]]]:
+    """Run model(*inputs, **kw_inputs) once without gradients, with forward hooks on the named submodules;
+    return (the model's output, rows of (name, first input's shape, output's shape) in the order they ran)."""
+    _check_module(model, "model")
+    if isinstance(names, str) or not names:
+        raise ValueError(f"names must be a non-empty list of submodule names, got {names!r}")
+    known = dict(model.named_modules())
+    missing = [name for name in names if name not in known]
+    if missing:
+        raise ValueError(f"names must name submodules of the model, got {missing}")
+    rows = []
+
+    def hook_for(name):
+        def hook(module, args, kwargs, output):
+            first = args[0] if args else next(iter(kwargs.values()), None)
+            rows.append((name, _shape(first), _shape(output)))
+        return hook
+
+    handles = [known[name].register_forward_hook(hook_for(name), with_kwargs=True) for name in names]
+    try:
+        with torch.no_grad():
+            return model(*inputs, **kw_inputs), rows
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -124,3 +124,103 @@ def test_recipe_two_steps_saves_a_transformer_that_plain_diffusers_loads(tmp_pat
     assert saved["lr"] == digits_dit.LR and "--size small" in saved["command"]
     assert saved["transformer"]["parameters"] == count_parameters(model)
     assert not (out / "unet").exists() and (out / "manifest.json").is_file()
+
+
+def test_parameters_by_part_add_up_and_name_every_part():
+    model, unet = dit.build_digits_dit("small"), build_digits_unet()
+    for net, parts in ((model, dit.DIT_PARTS), (unet, dit.UNET_PARTS)):
+        counts = dit.parameters_by_part(net, parts)
+        assert sum(counts.values()) == count_parameters(net)
+        assert "other" not in counts and all(counts[k] > 0 for k in parts)
+    width = model.config.num_attention_heads * model.config.attention_head_dim
+    counts = dit.parameters_by_part(model, dit.DIT_PARTS)
+    assert counts["adaLN-Zero modulation"] == model.config.num_layers * (6 * width * width + 6 * width)
+    assert dit.parameters_by_part(model, {"attention": r"\.attn1\."})["other"] == count_parameters(model) - \
+        counts["attention"]
+
+
+def test_attention_weights_are_the_module_s_own_softmax():
+    model = DiTTransformer2DModel(**dit.digits_dit_config("small")).eval()   # random, not zeroed: a real map
+    attn = model.transformer_blocks[0].attn1
+    tokens = torch.randn(2, 64, 64, generator=torch.Generator().manual_seed(0))
+    weights = dit.attention_weights(attn, tokens)
+    assert weights.shape == (2, attn.heads, 64, 64)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, attn.heads, 64))
+    v = attn.to_v(tokens).reshape(2, 64, attn.heads, -1).transpose(1, 2)
+    by_hand = attn.to_out[0]((weights @ v).transpose(1, 2).reshape(2, 64, -1))
+    with torch.no_grad():
+        assert torch.allclose(by_hand, attn(tokens), atol=1e-5)
+
+
+def test_shape_trace_reports_shapes_in_order_and_removes_its_hooks():
+    model = dit.build_digits_dit("small")
+    x, t, y = torch.randn(2, 1, 16, 16), torch.tensor([5.0, 5.0]), torch.tensor([1, 2])
+    out, rows = dit.shape_trace(model, ["proj_out_2", "pos_embed", "transformer_blocks.0"], x, t, class_labels=y)
+    assert [r[0] for r in rows] == ["pos_embed", "transformer_blocks.0", "proj_out_2"]     # the order they ran
+    assert rows[0][1:] == ("2x1x16x16", "2x64x64") and rows[2][2] == "2x64x4"
+    assert out.sample.shape == (2, 1, 16, 16)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: dit.parameters_by_part("model", dit.DIT_PARTS), "model must be"),
+    (lambda: dit.parameters_by_part(torch.nn.Linear(2, 2), {}), "parts must be"),
+    (lambda: dit.attention_weights(torch.nn.Linear(2, 2), torch.zeros(1, 4, 2)), "attn must be"),
+    (lambda: dit.attention_weights(dit.build_digits_dit("small").transformer_blocks[0].attn1,
+                                   torch.zeros(1, 4, 3)), "hidden_states must be"),
+    (lambda: dit.shape_trace(torch.nn.Linear(2, 2), "weight", torch.zeros(1, 2)), "names must be"),
+    (lambda: dit.shape_trace(torch.nn.Linear(2, 2), ["nope"], torch.zeros(1, 2)), "names must name"),
+])
+def test_new_helpers_name_the_bad_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_block_parameter_exercise_counts_a_diffusers_block():
+    from diffusion_lessons.exercise_bank.lesson10 import dit_block_parameters
+
+    for size in ("small", "base", "large"):
+        model = dit.build_digits_dit(size)
+        block = model.transformer_blocks[0]
+        width = model.config.num_attention_heads * model.config.attention_head_dim
+        without_embedding = count_parameters(block) - count_parameters(block.norm1.emb)
+        assert dit_block_parameters(width) == without_embedding
+
+
+def test_patchify_and_adaln_exercises_against_the_package_and_diffusers():
+    from diffusion_lessons.exercise_bank.lesson10 import adaln_by_hand, patchify_by_hand
+
+    images = torch.randn(2, 3, 8, 12)
+    assert torch.equal(patchify_by_hand(images, 2), dit.patchify(images, 2))
+    norm = dit.build_digits_dit("small").transformer_blocks[0].norm1
+    x, t, y = torch.randn(2, 5, 64), torch.tensor([100.0, 800.0]), torch.tensor([3, 10])
+    with torch.no_grad():
+        torch.nn.init.normal_(norm.linear.weight)                 # not zero, so shift and scale do something
+        emb = norm.emb(t, y, hidden_dtype=x.dtype)
+        shift, scale, *_ = norm.linear(norm.silu(emb)).chunk(6, dim=1)
+        assert torch.allclose(adaln_by_hand(x, shift, scale), norm(x, t, y)[0], atol=1e-5)
+
+
+def test_joint_attention_exercise_is_sd3_s_attention():
+    from diffusers import SD3Transformer2DModel
+
+    from diffusion_lessons.exercise_bank.lesson10 import joint_attention_by_hand
+
+    torch.manual_seed(0)
+    model = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
+                                  num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=16,
+                                  pooled_projection_dim=16, out_channels=4, pos_embed_max_size=8).eval()
+    attn = model.transformer_blocks[0].attn       # the last block updates no text: block 0 of 2
+    img, txt = torch.randn(2, 16, 16), torch.randn(2, 5, 16)
+
+    def heads(z):
+        return z.reshape(2, z.shape[1], attn.heads, -1).transpose(1, 2)
+
+    with torch.no_grad():
+        out_img, out_txt = joint_attention_by_hand(heads(attn.to_q(img)), heads(attn.to_k(img)), heads(attn.to_v(img)),
+                                                   heads(attn.add_q_proj(txt)), heads(attn.add_k_proj(txt)),
+                                                   heads(attn.add_v_proj(txt)))
+        theirs_img, theirs_txt = attn(img, encoder_hidden_states=txt)
+        merge = lambda z: z.transpose(1, 2).reshape(2, z.shape[2], -1)  # noqa: E731
+        assert torch.allclose(attn.to_out[0](merge(out_img)), theirs_img, atol=1e-5)
+        assert torch.allclose(attn.to_add_out(merge(out_txt)), theirs_txt, atol=1e-5)
