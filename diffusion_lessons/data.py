@@ -6,10 +6,14 @@ Images are float tensors (C, H, W) or (B, C, H, W) in [-1, 1], the range diffusi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from matplotlib import cbook
 from PIL import Image
+
+from . import _checks
 
 PHOTO = "grace_hopper.jpg"  # Grace Hopper, shipped in matplotlib's sample data
 
@@ -18,7 +22,14 @@ def load_photo(size: int = 64, name: str = PHOTO) -> torch.Tensor:
     """matplotlib's sample photo, center-cropped to a square, resized, as (3, size, size) in [-1, 1]."""
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"size must be an int >= 8, got {size!r}")
-    image = Image.open(cbook.get_sample_data(name, asfileobj=False)).convert("RGB")
+    _checks.text(name, "name")
+    try:
+        path = cbook.get_sample_data(name, asfileobj=False)
+    except (OSError, ValueError):
+        path = None
+    if path is None or not Path(path).is_file():
+        raise ValueError(f"name must be an image in matplotlib's sample data (e.g. {PHOTO!r}), got {name!r}")
+    image = Image.open(path).convert("RGB")
     w, h = image.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
@@ -29,6 +40,8 @@ def load_photo(size: int = 64, name: str = PHOTO) -> torch.Tensor:
 
 def from_pil(image: Image.Image) -> torch.Tensor:
     """PIL image -> float32 tensor (C, H, W) in [-1, 1]."""
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image must be a PIL image, got {type(image).__name__}")
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     if array.ndim == 2:
         array = array[:, :, None]
@@ -37,6 +50,7 @@ def from_pil(image: Image.Image) -> torch.Tensor:
 
 def to_pil(x: torch.Tensor) -> Image.Image:
     """Tensor (C, H, W) in [-1, 1] (clipped) -> PIL image (RGB, or L for one channel)."""
+    _checks.tensor(x, "x")
     if x.ndim != 3 or x.shape[0] not in (1, 3):
         raise ValueError(f"x must have shape (1 or 3, H, W), got {tuple(x.shape)}")
     array = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -151,7 +165,9 @@ def shape_coverage(shape_idx: torch.Tensor, geometry: torch.Tensor, image_size: 
     """Fraction of each pixel that the shape covers, (B, H, W) in [0, 1] (anti-aliased by supersampling).
 
     shape_idx: (B,) indices into SHAPES; geometry: (B, 3) rows cx, cy, r in pixels."""
-    k = supersample
+    _check_geometry(geometry, len(_indices(shape_idx, "shape_idx", len(SHAPES))))
+    image_size = _checks.integer(image_size, "image_size", 1)
+    k = _checks.integer(supersample, "supersample", 1)
     grid = (torch.arange(image_size * k, dtype=torch.float32) + 0.5) / k
     inside = torch.zeros(len(shape_idx), image_size * k, image_size * k, dtype=torch.bool)
     for s in range(len(SHAPES)):  # each image is tested against its own shape only
@@ -167,9 +183,27 @@ def shape_coverage(shape_idx: torch.Tensor, geometry: torch.Tensor, image_size: 
     return inside.float().reshape(-1, image_size, k, image_size, k).mean(dim=(2, 4))
 
 
+def _indices(value, name: str, count: int) -> torch.Tensor:
+    """value as (B,) integer indices into a table of `count` entries."""
+    return _checks.labels(_checks.tensor(value, name, ndim=1), name, count)
+
+
+def _check_geometry(geometry, n: int) -> None:
+    if _checks.tensor(geometry, "geometry").shape != (n, 3):
+        raise ValueError(f"geometry must be a tensor (B, 3) of rows cx, cy, r with B = {n}, "
+                         f"got shape {tuple(geometry.shape)}")
+
+
 def render_shapes(shape_idx: torch.Tensor, color_idx: torch.Tensor, background_idx: torch.Tensor,
                   geometry: torch.Tensor, image_size: int = 32) -> torch.Tensor:
     """Images (B, 3, H, W) in [-1, 1]: background blended with the shape color by its coverage."""
+    n = len(_indices(shape_idx, "shape_idx", len(SHAPES)))
+    for value, name, size in ((color_idx, "color_idx", len(COLORS)),
+                              (background_idx, "background_idx", len(BACKGROUNDS))):
+        if len(_indices(value, name, size)) != n:
+            raise ValueError(f"{name} must hold one index per shape ({n}), got {len(value)}")
+    _check_geometry(geometry, n)
+    _checks.integer(image_size, "image_size", 1)
     palette = torch.tensor(list(COLORS.values()))
     backdrop = torch.tensor(list(BACKGROUNDS.values()))
     out = []
@@ -185,7 +219,11 @@ def place_shapes(size_idx: torch.Tensor, position_idx: torch.Tensor, image_size:
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Geometry (B, 3) for named sizes and 3x3 positions: r drawn inside its size band, the centre
     inside the position's third of the range where the shape fits (so 'top left' = as far as fits)."""
-    n = len(size_idx)
+    n = len(_indices(size_idx, "size_idx", len(SIZES)))
+    if len(_indices(position_idx, "position_idx", len(POSITIONS))) != n:
+        raise ValueError(f"position_idx must hold one index per size ({n}), got {len(position_idx)}")
+    _checks.integer(image_size, "image_size", 1)
+    _checks.generator(generator)
     u = torch.rand(n, 3, generator=generator)
     bands = torch.tensor(list(SIZES.values()))[size_idx]
     r = (bands[:, 0] + u[:, 0] * (bands[:, 1] - bands[:, 0])) * image_size

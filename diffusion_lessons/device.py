@@ -14,6 +14,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from . import _checks
+
 DEVICE_ENV = "DIFFUSION_LESSONS_DEVICE"
 PROFILE_ENV = "DIFFUSION_LESSONS_PROFILE"
 PROFILES = ("quick", "full")
@@ -46,14 +48,14 @@ def pick_device() -> torch.device:
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch.Generator seeded with `seed`: pass it as generator= for reproducible noise."""
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    return torch.Generator(device=device).manual_seed(int(seed))
+    seed = _checks.seed(seed)
+    return torch.Generator(device=_checks.device(device)).manual_seed(seed)
 
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch's global generators; return a CPU generator with the seed."""
     generator = make_generator(seed)
+    seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

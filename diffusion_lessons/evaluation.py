@@ -16,6 +16,7 @@ import numpy as _np  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as _F  # noqa: E402
 
+from . import _checks  # noqa: E402
 from . import data as _data  # noqa: E402
 
 
@@ -31,6 +32,8 @@ class DigitClassifier:
     """Reads digit images (B, 1, H, W) in [-1, 1] (clipped) as labels 0-9. Build it with train_digit_classifier()."""
 
     def __init__(self, svc, size: int, held_out_accuracy: float):
+        _checks.integer(size, "size", 1)
+        _checks.number(held_out_accuracy, "held_out_accuracy", 0, 1)
         self.svc, self.size, self.held_out_accuracy = svc, size, held_out_accuracy
 
     def _features(self, images: torch.Tensor) -> _np.ndarray:
@@ -56,7 +59,8 @@ def train_digit_classifier(size: int = _data.DIGITS_SIZE) -> DigitClassifier:
 
     x, y = _data.load_digits("train", size)
     x = _shifted_copies(x)
-    svc = SVC(C=10.0, gamma="scale").fit(x.reshape(len(x), -1).numpy(), y.repeat(5).numpy())
+    svc = SVC(C=10.0, gamma="scale", random_state=0).fit(  # a seed of its own: NumPy's global RNG untouched
+        x.reshape(len(x), -1).numpy(), y.repeat(5).numpy())
     classifier = DigitClassifier(svc, size, 0.0)
     x_test, y_test = _data.load_digits("test", size)
     classifier.held_out_accuracy = classifier.accuracy(x_test, y_test)
@@ -65,22 +69,36 @@ def train_digit_classifier(size: int = _data.DIGITS_SIZE) -> DigitClassifier:
 
 def fidelity(classifier: DigitClassifier, images: torch.Tensor, labels) -> float:
     """Fraction of generated images that the classifier reads as the asked label (lesson 05's fidelity)."""
-    labels = torch.as_tensor(labels).reshape(-1)
-    if labels.shape[0] != len(images):
-        raise ValueError(f"labels must hold one label per image ({len(images)}), got {labels.shape[0]}")
+    if not isinstance(classifier, DigitClassifier):
+        raise ValueError(f"classifier must be a DigitClassifier (train_digit_classifier()), got "
+                         f"{type(classifier).__name__}")
+    labels = _image_labels(images, labels)
     return classifier.accuracy(images, labels)
 
 
 def mean_pairwise_distance(images: torch.Tensor) -> float:
     """Mean Euclidean distance between all pairs of images (clipped to [-1, 1]), in pixel space."""
-    if len(images) < 2:
-        raise ValueError(f"images must hold at least 2 images, got {len(images)}")
+    if not isinstance(images, torch.Tensor) or images.ndim < 2 or len(images) < 2:
+        raise ValueError(f"images must be a tensor of at least 2 images, got "
+                         f"{tuple(getattr(images, 'shape', ())) or type(images).__name__}")
     return _mean_pairwise(_flat_pixels(images))
 
 
 def _flat_pixels(images: torch.Tensor) -> torch.Tensor:
     """(B, pixels) float32 on the CPU, clipped to [-1, 1]."""
     return images.detach().float().cpu().clamp(-1, 1).reshape(len(images), -1)
+
+
+def _image_labels(images, labels) -> torch.Tensor:
+    """labels (one digit per image) as a (B,) int64 CPU tensor, after images (B, 1, H, H) is checked."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 1 \
+            or images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"images must be a tensor (B, 1, H, H), got "
+                         f"{tuple(getattr(images, 'shape', ())) or type(images).__name__}")
+    labels = _checks.labels(labels, "labels", _data.NUM_DIGIT_CLASSES + 1).cpu()
+    if labels.shape[0] != len(images):
+        raise ValueError(f"labels must hold one label per image ({len(images)}), got {labels.shape[0]}")
+    return labels
 
 
 def _mean_pairwise(flat: torch.Tensor) -> float:
@@ -150,9 +168,8 @@ def within_class_diversity(images: torch.Tensor, labels, normalize: bool = True,
     same shape (what strong guidance does) lies further along the same direction.
     space="pixels" measures the raw pixel distance, which both of these inflate."""
     _check_space(space)
-    labels = torch.as_tensor(labels).reshape(-1).cpu()
-    if labels.shape[0] != len(images):
-        raise ValueError(f"labels must hold one label per image ({len(images)}), got {labels.shape[0]}")
+    labels = _image_labels(images, labels)
+    _checks.flag(normalize, "normalize")
     value = _mean_within_class(images, labels, space)
     return value / _real_within_class(images.shape[-1], space) if normalize else value
 
@@ -162,9 +179,7 @@ def diversity_per_sample(images: torch.Tensor, labels, space: str = "features") 
     Their mean equals within_class_diversity when every label has the same number of images; their spread
     gives its bootstrap interval (within_class_diversity_estimate)."""
     _check_space(space)
-    labels = torch.as_tensor(labels).reshape(-1).cpu()
-    if labels.shape[0] != len(images):
-        raise ValueError(f"labels must hold one label per image ({len(images)}), got {labels.shape[0]}")
+    labels = _image_labels(images, labels)
     points = _F.normalize(digit_features(images), dim=1) if space == "features" else _flat_pixels(images)
     out = torch.full((len(images),), float("nan"))
     for c in labels.unique().tolist():
@@ -182,6 +197,7 @@ def within_class_diversity_estimate(images: torch.Tensor, labels, space: str = "
     """within_class_diversity (1.0 = real digits) with a 95% bootstrap interval over the samples."""
     from .stats import bootstrap_interval
 
+    _checks.seed(seed)
     return bootstrap_interval(diversity_per_sample(images, labels, space).numpy(), seed=seed)
 
 
@@ -229,8 +245,16 @@ def evaluate_digits_model(model: torch.nn.Module, schedule, per_label: int = 20,
     """Sample per_label digits of each label 0-9 (one batch, DDIM by default) and measure them:
     {'fidelity', 'diversity', 'pixel_diversity', 'images', 'labels'} (diversity in feature space, see
     within_class_diversity). Extra keyword arguments go to sampling.sample."""
+    from .guidance import check_scales
     from .sampling import sample
 
+    if not isinstance(model, torch.nn.Module) and not callable(model):
+        raise ValueError(f"model must be a network (UNet2DModel, TinyUNet) or a denoiser callable, "
+                         f"got {type(model).__name__}")
+    per_label, seed = _checks.integer(per_label, "per_label", 1), _checks.seed(seed)
+    check_scales(guidance_scale)
+    if classifier is not None and not isinstance(classifier, DigitClassifier):
+        raise ValueError(f"classifier must be a DigitClassifier or None, got {type(classifier).__name__}")
     labels = torch.arange(_data.NUM_DIGIT_CLASSES).repeat_interleave(per_label)
     generator = torch.Generator().manual_seed(seed)
     sample_kwargs.setdefault("progress", False)
@@ -247,7 +271,9 @@ def measure_digits(images: torch.Tensor, labels, classifier: DigitClassifier | N
     diversity between shapes and in pixels (bootstrap). Keys: fidelity, rough, diversity, pixel_diversity."""
     from .stats import proportion
 
-    labels = torch.as_tensor(labels).reshape(-1).cpu()
+    labels = _image_labels(images, labels)
+    if classifier is not None and not isinstance(classifier, DigitClassifier):
+        raise ValueError(f"classifier must be a DigitClassifier or None, got {type(classifier).__name__}")
     classifier = classifier or train_digit_classifier(images.shape[-1])
     images = images.detach().cpu()
     return dict(fidelity=proportion(classifier.predict(images) == labels), rough=proportion(rough_mask(images)),
@@ -334,6 +360,10 @@ def read_shapes(images: torch.Tensor) -> list[dict[str, str | None]]:
 def read_accuracy(reads: list[dict], wanted: list[dict]) -> dict[str, float]:
     """Fraction of reads that match `wanted` for each attribute (only where wanted names it), and 'all'
     (background, color and shape all right). Also 'n': how many images."""
+    for value, name in ((reads, "reads"), (wanted, "wanted")):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(d, dict) for d in value):
+            raise ValueError(f"{name} must be a list of dicts (read_shapes, ShapesData.attributes), "
+                             f"got {type(value).__name__}")
     if len(reads) != len(wanted):
         raise ValueError(f"reads and wanted must have the same length, got {len(reads)} and {len(wanted)}")
     out: dict[str, float] = {}
@@ -348,6 +378,8 @@ def read_accuracy(reads: list[dict], wanted: list[dict]) -> dict[str, float]:
 
 def reader_accuracy(shapes: "_data.ShapesData") -> dict[str, float]:
     """How well the reader names clean generated images (should be about 1.0 for every attribute)."""
+    if not isinstance(shapes, _data.ShapesData):
+        raise ValueError(f"shapes must be a data.ShapesData (data.make_shapes), got {type(shapes).__name__}")
     return read_accuracy(read_shapes(shapes.images), shapes.attributes)
 
 
@@ -359,8 +391,10 @@ def prompt_adherence(source, prompts: list[str], images_per_prompt: int = 4,
     or images (B, 3, H, W) in [-1, 1] with one prompt per image."""
     from . import t2i
 
-    if isinstance(prompts, str) or not prompts:
-        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
+    if isinstance(prompts, str):
+        raise ValueError(f"prompts must be a non-empty list of strings, got the string {prompts!r}")
+    prompts = _checks.prompts(prompts)
+    images_per_prompt = _checks.integer(images_per_prompt, "images_per_prompt", 1)
     if isinstance(source, torch.Tensor):
         images, asked = source, list(prompts)
     else:

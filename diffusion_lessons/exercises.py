@@ -5,9 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import _checks
+
 
 def check(answer, expected, name: str = "answer", rtol: float = 1e-4, atol: float = 1e-6) -> bool:
     """Print 'correct' when answer matches expected (numbers, arrays, tensors, strings), else what differs."""
+    _checks.text(name, "name")
+    rtol, atol = _checks.number(rtol, "rtol", 0), _checks.number(atol, "atol", 0)
     if answer is None or answer is ...:
         print(f"{name}: not answered yet (replace the ... with your answer)")
         return False
@@ -41,7 +45,7 @@ import inspect  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
-CODING_LESSONS = (1, 2, 3, 4, 5, 6, 7, 8, 10)  # lessons with coding exercises
+CODING_LESSONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # lessons with coding exercises
 
 
 def _describe(value: Any) -> str:

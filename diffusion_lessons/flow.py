@@ -34,10 +34,11 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from . import _checks
 from .data import NULL_LABEL
-from .guidance import check_scales, drop_labels, guided_denoiser
+from .guidance import check_labels, check_scales, drop_labels, guided_denoiser
 from .loop import Denoiser, unet_denoiser
-from .sigmas import NUM_TRAIN_TIMESTEPS, draw_sigmas, flow_sigmas
+from .sigmas import NUM_TRAIN_TIMESTEPS, SIGMA_SAMPLERS, draw_sigmas, flow_sigmas
 
 __all__ = ["FlowState", "interpolate", "velocity_target", "x0_from_velocity", "noise_from_velocity",
            "flow_euler_step", "flow_sigma_from_alpha_bar", "alpha_bar_from_flow_sigma", "to_flow_state",
@@ -69,6 +70,8 @@ def _check_like(x: torch.Tensor, other: torch.Tensor, name: str, ref: str = "x0"
 
 def _per_sample(sigma, like: torch.Tensor) -> torch.Tensor:
     """sigma (a number, a 0-d tensor or one per sample) shaped to broadcast over like (B, ...)."""
+    if not isinstance(sigma, torch.Tensor):
+        _checks.number(sigma, "sigma")
     sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
     if sigma.ndim == 0:
         return sigma
@@ -135,20 +138,33 @@ def _euler_update(x_t: torch.Tensor, velocity: torch.Tensor, sigma: float, sigma
 
 # ---- Part I in flow coordinates: DDIM is an Euler step -------------------------------------------------------
 
+def _unit_interval(value, name: str):
+    """A number or a floating-point tensor with every value in [0, 1]."""
+    if isinstance(value, torch.Tensor):
+        if not value.dtype.is_floating_point or not bool(((value >= 0) & (value <= 1)).all()):
+            raise ValueError(f"{name} must hold numbers in [0, 1], got a {value.dtype} tensor of {value.numel()} values")
+        return value
+    return _checks.number(value, name, 0, 1)
+
+
 def flow_sigma_from_alpha_bar(abar):
     """The flow sigma of DDPM's x_t: sigma = sqrt(1 - abar) / (sqrt(abar) + sqrt(1 - abar)) (numbers or tensors)."""
+    abar = _unit_interval(abar, "abar")
     a, b = abar ** 0.5, (1 - abar) ** 0.5
     return b / (a + b)
 
 
 def alpha_bar_from_flow_sigma(sigma):
     """The inverse: abar = (1 - sigma)^2 / ((1 - sigma)^2 + sigma^2)."""
+    sigma = _unit_interval(sigma, "sigma")
     return (1 - sigma) ** 2 / ((1 - sigma) ** 2 + sigma ** 2)
 
 
 def to_flow_state(x_t: torch.Tensor, abar) -> torch.Tensor:
     """x_t = sqrt(abar) x0 + sqrt(1 - abar) eps rescaled onto the straight line: x_t / (sqrt(abar) + sqrt(1 - abar))
     = (1 - sigma) x0 + sigma eps with sigma = flow_sigma_from_alpha_bar(abar)."""
+    _checks.tensor(x_t, "x_t", floating=True)
+    abar = _unit_interval(abar, "abar")
     return x_t / (abar ** 0.5 + (1 - abar) ** 0.5)
 
 
@@ -160,6 +176,8 @@ def draw_flow_batch(x0: torch.Tensor, generator: torch.Generator | None = None, 
     """The randomness of one flow-matching batch, in this order: sigma (sigmas.draw_sigmas: 'uniform' or
     'logit_normal', then shift), noise ~ N(0, I) shaped like x0 unless given (reflow passes the paired noise),
     labels after dropout (None stays None). All drawn on the CPU generator. Returns dict(x0, noise, sigma, labels)."""
+    _checks.tensor(x0, "x0", floating=True)
+    _checks.choice(sigma_kind, "sigma_kind", SIGMA_SAMPLERS)
     sigma = draw_sigmas(x0.shape[0], generator, sigma_kind, m=m, s=s, shift=shift)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
@@ -174,9 +192,17 @@ def flow_matching_loss(denoise: Denoiser, x0: torch.Tensor, noise: torch.Tensor,
                        timestep_scale: float = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
     """L = mean || denoise(x_sigma, timestep_scale sigma, labels) - (noise - x0) ||^2 with
     x_sigma = (1 - sigma) x0 + sigma noise, one sigma per sample (Lipman et al. 2023's conditional flow matching)."""
+    _check_denoiser(denoise)
+    _checks.number(timestep_scale, "timestep_scale", above=0)
     x_t = interpolate(x0, noise, sigma)
     prediction = denoise(x_t, sigma.to(x0.device, x0.dtype) * timestep_scale, labels)
     return F.mse_loss(prediction, velocity_target(x0, noise))
+
+
+def _check_denoiser(denoise) -> None:
+    if not callable(denoise):
+        raise ValueError(f"denoise must be a callable denoise(x, t, cond) (loop.unet_denoiser), got "
+                         f"{type(denoise).__name__}")
 
 
 def flow_batch_fn(x0: torch.Tensor, batch_size: int, labels: torch.Tensor | None = None, p_uncond: float = 0.0,
@@ -202,6 +228,9 @@ def flow_batch_fn(x0: torch.Tensor, batch_size: int, labels: torch.Tensor | None
 
 def flow_loss_fn(denoise: Denoiser, timestep_scale: float = NUM_TRAIN_TIMESTEPS) -> Callable[[dict], torch.Tensor]:
     """loss_fn for training.train_loop: flow_matching_loss on a batch of flow_batch_fn."""
+    _check_denoiser(denoise)
+    _checks.number(timestep_scale, "timestep_scale", above=0)
+
     def loss_fn(batch: dict) -> torch.Tensor:
         return flow_matching_loss(denoise, **batch, timestep_scale=timestep_scale)
 
@@ -249,16 +278,25 @@ def flow_sample(model: torch.nn.Module, labels: torch.Tensor, steps: int = 50, g
                 spacing: str = "diffusers", progress: bool = False) -> torch.Tensor:
     """Class-conditional samples of a flow UNet2DModel with the package's loop: flow_sigmas(steps, shift, spacing),
     classifier-free guidance over NULL_LABEL (guidance.guided_denoiser); x_T drawn on the CPU generator."""
+    labels, sigmas = check_labels(labels), flow_sigmas(_checks.integer(steps, "steps", 1), shift, spacing)
+    check_scales(guidance_scale)
+    _checks.generator(generator)
+    _check_flow_unet(model, "model")
     p = next(model.parameters())
-    labels = torch.as_tensor(labels).reshape(-1).long().to(p.device)
+    labels = labels.to(p.device)
     if x_T is None:
         shape = (labels.shape[0], model.config.in_channels, *_hw(model.config.sample_size))
         x_T = torch.randn(shape, generator=generator, dtype=p.dtype).to(p.device)
     denoise = guided_denoiser(unet_denoiser(model, "class_labels"), guidance_scale,
                               torch.full_like(labels, NULL_LABEL))
-    *_, last = flow_loop(denoise, x_T, labels, sigmas=flow_sigmas(steps, shift, spacing),
-                          progress=progress)
+    *_, last = flow_loop(denoise, x_T, labels, sigmas=sigmas, progress=progress)
     return last.x_t
+
+
+def _check_flow_unet(model, name: str) -> None:
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config") or not hasattr(model, "dtype"):
+        raise ValueError(f"{name} must be a diffusers model with a config (a flow UNet2DModel), got "
+                         f"{type(model).__name__}")
 
 
 def _hw(size) -> tuple[int, int]:
@@ -274,9 +312,19 @@ def sample_with_flow_scheduler(unet: torch.nn.Module, scheduler, labels, num_inf
     UNet2DModel called with each, classifier-free guidance over label 10 (NULL_LABEL), scheduler.step.
     x_T drawn on the CPU generator (diffusers' randn_tensor on a CPU generator). sigmas: set_timesteps(sigmas=...)
     instead of its default ladder, before the scheduler's shift (e.g. 1 - i / n for n even steps)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
     check_scales(guidance_scale)
+    if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        raise ValueError(f"scheduler must be a FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}")
+    _checks.integer(num_inference_steps, "num_inference_steps", 1)
+    labels = check_labels(labels)
+    _checks.generator(generator)
+    if sigmas is not None:
+        _check_ladder(list(sigmas) + [0.0])
+    _check_flow_unet(unet, "unet")
     device, dtype = unet.device, unet.dtype
-    labels = torch.as_tensor(labels).reshape(-1).long().to(device)
+    labels = labels.to(device)
     null = torch.full_like(labels, NULL_LABEL)
     if x_T is None:
         shape = (labels.shape[0], unet.config.in_channels, *_hw(unet.config.sample_size))

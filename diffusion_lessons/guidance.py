@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from . import _checks
 from .data import NULL_LABEL, NUM_DIGIT_CLASSES
 from .loop import Denoiser, unet_denoiser
 
@@ -39,7 +40,13 @@ __all__ = ["NULL_LABEL", "check_labels", "drop_labels", "cfg_combine", "rescale_
 
 def check_labels(labels: torch.Tensor | int | list, name: str = "labels") -> torch.Tensor:
     """labels as a 1-D int64 tensor, or ValueError unless every label is a digit 0..9."""
-    labels = torch.as_tensor(labels)
+    try:
+        found = torch.as_tensor(labels) if not isinstance(labels, (str, bytes, dict, set)) else None
+    except (TypeError, ValueError, RuntimeError):
+        found = None
+    if found is None:
+        raise ValueError(f"{name} must be a digit 0..9, a list of them or an integer tensor, got {type(labels).__name__}")
+    labels = found
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
         raise ValueError(f"{name} must hold integer class labels 0..9, got dtype {labels.dtype}")
     labels = labels.reshape(-1).long()
@@ -54,7 +61,9 @@ def check_labels(labels: torch.Tensor | int | list, name: str = "labels") -> tor
 def drop_labels(labels: torch.Tensor, p_uncond: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Label dropout for training: each label becomes NULL_LABEL with probability p_uncond
     (the CFG paper uses 0.1 or 0.2; the shipped digits model 0.15)."""
-    if not 0.0 <= p_uncond <= 1.0:
+    _checks.tensor(labels, "labels")
+    _checks.generator(generator)
+    if not _is_number(p_uncond) or not 0.0 <= p_uncond <= 1.0:
         raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
     if p_uncond == 0.0:
         return labels
@@ -66,6 +75,9 @@ def drop_labels(labels: torch.Tensor, p_uncond: float, generator: torch.Generato
 def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """eps_uncond + s * (eps_cond - eps_uncond) (diffusers; the paper's w = s - 1).
     s = 1 returns eps_cond itself and s = 0 eps_uncond, exactly."""
+    _checks.tensor(eps_cond, "eps_cond")
+    _checks.tensor(eps_uncond, "eps_uncond")
+    _checks.number(guidance_scale, "guidance_scale")
     if eps_cond.shape != eps_uncond.shape:
         raise ValueError(f"eps_uncond must have the shape of eps_cond {tuple(eps_cond.shape)}, "
                          f"got {tuple(eps_uncond.shape)}")
@@ -121,6 +133,10 @@ def check_guidance(labels: torch.Tensor, guidance_scale: float, negative_label=N
 
 # ---- guidance as a wrapper around a denoiser -------------------------------------------------------
 
+# 'auto' guidance on a CPU: one batched pass of [x; x] while x (one branch) holds fewer numbers than this,
+# else two passes (measured on the digits UNet, 16x16x1 per sample: docs/performance.md).
+CPU_BATCHED_MAX_ELEMENTS = 16 * 16 * 16
+
 def _one_branch(guidance_scale: float, guidance_rescale: float) -> bool:
     """s = 1 needs only the conditional branch; s = 0 without rescale only the unconditional one."""
     return guidance_scale == 1.0 or (guidance_scale == 0.0 and guidance_rescale == 0.0)
@@ -138,26 +154,60 @@ def _branches(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float, g
 
 def combine_branches(prediction: torch.Tensor, guidance_scale: float, guidance_rescale: float = 0.0) -> torch.Tensor:
     """Split the batched prediction made on [cond; uncond] (branch_labels) and combine: cfg, then rescale."""
+    check_scales(guidance_scale, guidance_rescale)
+    _checks.tensor(prediction, "prediction")
     if _one_branch(guidance_scale, guidance_rescale):
         return prediction  # only one branch was run
     cond, other = prediction.chunk(2)
     return rescale_guidance(cfg_combine(cond, other, guidance_scale), cond, guidance_rescale)
 
 
+def _check_batch_guidance(batch_guidance) -> bool | str:
+    """batch_guidance as given, or ValueError unless it is True, False or 'auto'."""
+    if batch_guidance is True or batch_guidance is False or (isinstance(batch_guidance, str)
+                                                              and batch_guidance == "auto"):
+        return batch_guidance
+    raise ValueError(f"batch_guidance must be True (one batched pass of [x; x]), False (two passes of x) or "
+                     f"'auto' (batched except for large batches on a CPU), got {batch_guidance!r}")
+
+
+def _batched(x: torch.Tensor, batch_guidance: bool | str) -> bool:
+    """Whether guided_denoiser runs one batched pass for the states x (else two passes).
+    'auto': batched on a GPU (CUDA, MPS), where one large kernel launch beats two; on a CPU batched only
+    while x holds fewer than CPU_BATCHED_MAX_ELEMENTS numbers (per branch), because the doubled batch's
+    activations fall out of the CPU's caches and every memory-bound operator (GroupNorm, SiLU, the skip
+    additions and concatenations) then costs more per sample (measured: docs/performance.md)."""
+    if batch_guidance != "auto":
+        return batch_guidance
+    return x.device.type != "cpu" or x.numel() < CPU_BATCHED_MAX_ELEMENTS
+
+
 def guided_denoiser(denoise: Denoiser, guidance_scale: float, uncond: torch.Tensor | None,
-                    guidance_rescale: float = 0.0) -> Denoiser:
-    """Classifier-free guidance as a denoiser: guided(x, t, cond) runs denoise ONCE on [x; x] with
+                    guidance_rescale: float = 0.0, batch_guidance: bool | str = "auto") -> Denoiser:
+    """Classifier-free guidance as a denoiser: guided(x, t, cond) runs denoise on [x; x] with
     [cond; uncond] and returns uncond_pred + s (cond_pred - uncond_pred), then rescaled by phi.
-    uncond: the unconditional (or negative) conditions, one per sample; None only at s = 1."""
+    uncond: the unconditional (or negative) conditions, one per sample; None only at s = 1.
+    batch_guidance: True runs ONE batched pass of [x; x], False two passes (cond, then uncond), 'auto'
+    (default) picks the faster on the device: batched on a GPU and for small
+    batches, two passes for large batches on a CPU. Both give the same result up to rounding (~1e-6)."""
+    if not callable(denoise):
+        raise ValueError(f"denoise must be a callable denoise(x, t, cond) (loop.unet_denoiser), got "
+                         f"{type(denoise).__name__}")
     check_scales(guidance_scale, guidance_rescale)
+    policy = _check_batch_guidance(batch_guidance)
     if uncond is None and guidance_scale != 1.0:
         raise ValueError("uncond: guidance (guidance_scale != 1) needs the unconditional conditions")
     s, phi = float(guidance_scale), float(guidance_rescale)
 
     def guided(x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         cond_in = _branches(cond, uncond, s, phi)
-        x_in = x if _one_branch(s, phi) else torch.cat([x, x])
-        return combine_branches(denoise(x_in, t, cond_in), s, phi)
+        if _one_branch(s, phi):
+            return denoise(x, t, cond_in)
+        if _batched(x, policy):
+            return combine_branches(denoise(torch.cat([x, x]), t, cond_in), s, phi)
+        half = cond.shape[0]   # two passes: the same two halves, one network call each
+        pred_cond, pred_uncond = denoise(x, t, cond_in[:half]), denoise(x, t, cond_in[half:])
+        return rescale_guidance(cfg_combine(pred_cond, pred_uncond, s), pred_cond, phi)
 
     return guided
 
@@ -166,6 +216,8 @@ def branch_labels(labels: torch.Tensor, guidance_scale: float, negative: torch.T
                   guidance_rescale: float = 0.0) -> torch.Tensor:
     """The class labels of the single batched forward pass: [labels; null or negative labels].
     Only one branch is needed at s = 1 (conditional) and, without rescale, at s = 0 (the other one)."""
+    check_scales(guidance_scale, guidance_rescale)
+    _checks.tensor(labels, "labels")
     other = negative if negative is not None else torch.full_like(labels, NULL_LABEL)
     return _branches(labels, other, guidance_scale, guidance_rescale)
 
@@ -174,6 +226,7 @@ def guided_eps(model: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor | int,
                guidance_scale: float = 1.0, negative_label=None, guidance_rescale: float = 0.0) -> torch.Tensor:
     """The guided prediction (eps for an eps model) with ONE batched forward pass of [x_t; x_t] with
     [labels; null labels] (or the negative label's, to steer away from it): guided_denoiser on the model."""
+    _checks.tensor(x_t, "x_t", floating=True)
     labels = check_labels(labels)
     if labels.shape[0] != x_t.shape[0]:
         raise ValueError(f"labels must hold one label per sample ({x_t.shape[0]}), got {labels.shape[0]}")

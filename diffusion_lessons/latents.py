@@ -12,18 +12,29 @@ from __future__ import annotations
 
 import torch
 
+from . import _checks
+
+
+def _check_vae(vae) -> None:
+    config = getattr(vae, "config", None)
+    if not isinstance(vae, torch.nn.Module) or not all(hasattr(config, k) for k in
+                                                        ("block_out_channels", "latent_channels", "scaling_factor")):
+        raise ValueError(f"vae must be a diffusers AutoencoderKL (models.build_shapes_vae), got {type(vae).__name__}")
+
 
 def downsampling_factor(vae) -> int:
     """Pixels per latent along each side: 2 ** (number of encoder blocks - 1), as in diffusers' pipelines."""
+    _check_vae(vae)
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def _check_images(x: torch.Tensor, vae) -> None:
+def _check_images(x: torch.Tensor, vae, name: str = "x") -> None:
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.ndim != 4:
-        raise ValueError(f"x must be a float tensor (B, C, H, W) in [-1, 1], got {getattr(x, 'shape', type(x))}")
+        raise ValueError(f"{name} must be a float tensor (B, C, H, W) in [-1, 1], got {getattr(x, 'shape', type(x))}")
     f, c = downsampling_factor(vae), vae.config.in_channels
     if x.shape[1] != c or x.shape[2] % f or x.shape[3] % f:
-        raise ValueError(f"x must have {c} channels and a height and width divisible by {f}, got {tuple(x.shape)}")
+        raise ValueError(f"{name} must have {c} channels and a height and width divisible by {f}, "
+                         f"got {tuple(x.shape)}")
 
 
 def posterior(vae, x: torch.Tensor):
@@ -36,6 +47,8 @@ def encode(vae, x: torch.Tensor, generator: torch.Generator | None = None, sampl
     """Images (B, C, H, W) in [-1, 1] -> scaled latents (B, 4, H/f, W/f): scaling_factor * z.
 
     sample=True draws z from q(z | x) (as in training); sample=False takes its mean."""
+    _checks.generator(generator)
+    _checks.flag(sample, "sample")
     dist = posterior(vae, x)
     if not sample:
         z = dist.mean
@@ -47,6 +60,7 @@ def encode(vae, x: torch.Tensor, generator: torch.Generator | None = None, sampl
 
 def decode(vae, z: torch.Tensor) -> torch.Tensor:
     """Scaled latents -> images in [-1, 1] (not clipped): the decoder applied to z / scaling_factor."""
+    _check_vae(vae)
     if not isinstance(z, torch.Tensor) or z.ndim != 4 or z.shape[1] != vae.config.latent_channels:
         raise ValueError(f"z must be a tensor (B, {vae.config.latent_channels}, h, w), "
                          f"got {getattr(z, 'shape', type(z))}")
@@ -57,6 +71,11 @@ def decode(vae, z: torch.Tensor) -> torch.Tensor:
 def compute_scaling_factor(vae, images: torch.Tensor, generator: torch.Generator | None = None,
                            batch_size: int = 256) -> float:
     """1 / std of unscaled latents sampled from q(z | x) over `images` (how SD's 0.18215 was found)."""
+    batch_size = _checks.integer(batch_size, "batch_size", 1)
+    _checks.generator(generator)
+    _check_images(images, vae, "images")
+    if len(images) * images[0].numel() < 2:
+        raise ValueError(f"images must hold more than one pixel value to measure a std, got {tuple(images.shape)}")
     zs = []
     for i in range(0, len(images), batch_size):
         dist = posterior(vae, images[i:i + batch_size])
@@ -67,8 +86,8 @@ def compute_scaling_factor(vae, images: torch.Tensor, generator: torch.Generator
 
 def set_scaling_factor(vae, value: float) -> None:
     """Store the scaling factor in the VAE's config, so save_pretrained writes it to config.json."""
-    if not value > 0:
-        raise ValueError(f"value must be a positive float, got {value!r}")
+    _check_vae(vae)
+    _checks.number(value, "value", above=0)
     vae.register_to_config(scaling_factor=float(value))
 
 

@@ -96,6 +96,9 @@ def as_schedule(schedule) -> NoiseSchedule:
     if hasattr(schedule, "alphas_cumprod") and hasattr(schedule, "betas"):
         betas = schedule.betas.float().cpu()
         abar = schedule.alphas_cumprod.float().cpu()
+        if betas.ndim != 1 or len(betas) < 2:
+            raise ValueError(f"schedule must have at least 2 training timesteps, got a {type(schedule).__name__} "
+                             f"with num_train_timesteps={len(betas) if betas.ndim == 1 else betas.shape}")
         kind = f"diffusers:{getattr(schedule.config, 'beta_schedule', '?')}"
         return NoiseSchedule(kind, betas, 1 - betas, abar, abar / (1 - abar))
     raise ValueError(f"schedule must be a NoiseSchedule or a diffusers scheduler, got {type(schedule).__name__}")
@@ -107,6 +110,7 @@ def _config(schedule, key: str, default):
 
 def prediction_type_of(schedule) -> str:
     """What the network predicts: a diffusers scheduler's config.prediction_type, 'epsilon' for a NoiseSchedule."""
+    as_schedule(schedule)
     found = _config(schedule, "prediction_type", "epsilon")
     if found not in PREDICTION_TYPES:
         raise ValueError(f"schedule: config.prediction_type must be one of {PREDICTION_TYPES}, got {found!r}")
@@ -135,6 +139,9 @@ def sampling_timesteps(schedule, steps: int, spacing: str | None = None) -> list
 def final_alpha_cumprod(schedule, sampler: str = "ddim") -> float:
     """alpha_bar after the last step: 1.0 (a clean sample), except for DDIM with a scheduler whose config
     has set_alpha_to_one=False (Stable Diffusion's), which ends at alpha_bar_0, as diffusers' DDIM does."""
+    as_schedule(schedule)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if sampler == "ddim" and _config(schedule, "set_alpha_to_one", True) is False:
         return float(as_schedule(schedule).alphas_cumprod[0])
     return 1.0
@@ -157,6 +164,10 @@ def denoising_loop(denoise: Denoiser, schedule, x_T: torch.Tensor, cond: Any = N
     """The loop of every sampler in the book: predict, convert to (x0, eps), step, repeat; yields every
     SampleState. denoise(x, t, cond) as in the module docstring; timesteps: from sampling_timesteps;
     sampler 'ddim' (eta >= 0) or 'ddpm'; final_alpha: alpha_bar after the last step. Checks at the call."""
+    if not callable(denoise):
+        raise ValueError(f"denoise must be a callable denoise(x, t, cond) (unet_denoiser), got {type(denoise).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     ns = as_schedule(schedule)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")

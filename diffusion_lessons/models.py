@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import _checks
 from .data import DIGITS_SIZE, NULL_LABEL, NUM_DIGIT_CLASSES
 
 DIGITS_UNET_CONFIG = dict(
@@ -31,19 +32,25 @@ def build_digits_unet(seed: int | None = 0) -> "UNet2DModel":  # noqa: F821
     16x16x1 digits, labels 0-9 plus NULL_LABEL (10) for the unconditional prediction."""
     from diffusers import UNet2DModel
 
-    if seed is not None:
+    seed = _checks.optional_seed(seed)
+    if seed is None:   # no seed: the weights come from torch's global generator, as any torch module's do
+        return UNet2DModel(**DIGITS_UNET_CONFIG)
+    with torch.random.fork_rng(devices=[]):   # seeded without touching the global generator
         torch.manual_seed(seed)
-    return UNet2DModel(**DIGITS_UNET_CONFIG)
+        return UNet2DModel(**DIGITS_UNET_CONFIG)
 
 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (learned numbers) in a model, frozen or not."""
+    _checks.module(model)
     return sum(p.numel() for p in model.parameters())
 
 
 def predict_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int,
                 class_labels: torch.Tensor | None) -> torch.Tensor:
     """eps_theta(x_t, t, label) from a UNet2DModel (unwraps .sample) or a TinyUNet (plain tensor)."""
+    _checks.module(model)
+    _checks.tensor(x_t, "x_t", floating=True)
     out = model(x_t, t, class_labels=class_labels)
     return out.sample if hasattr(out, "sample") else out
 
@@ -51,8 +58,10 @@ def predict_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int,
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding (Transformer; DDPM): [cos(t w_i), sin(t w_i)], w_i = max_period^(-i / (dim/2)).
     Same numbers as diffusers' get_timestep_embedding(t, dim, flip_sin_to_cos=True, downscale_freq_shift=0)."""
-    if dim % 2:
-        raise ValueError(f"dim must be even, got {dim}")
+    _checks.tensor(t, "t")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2 or dim % 2:
+        raise ValueError(f"dim must be an even int >= 2, got {dim!r}")
+    _checks.number(max_period, "max_period", above=1)
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.reshape(-1).float()[:, None] * freqs[None, :]
@@ -63,6 +72,10 @@ class ResBlock(nn.Module):
     """Two 3x3 convolutions with the (time + class) embedding added in between, plus a skip path."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int):
+        for value, name in ((c_in, "c_in"), (c_out, "c_out")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
+                raise ValueError(f"{name} must be a positive multiple of 8 (GroupNorm's 8 groups), got {value!r}")
+        _checks.integer(emb_dim, "emb_dim", 1)
         super().__init__()
         self.norm1, self.conv1 = nn.GroupNorm(8, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
         self.emb = nn.Linear(emb_dim, c_out)
@@ -83,6 +96,16 @@ class TinyUNet(nn.Module):
 
     def __init__(self, channels: tuple[int, ...] = (32, 64), in_channels: int = 1,
                  num_class_embeds: int = NUM_DIGIT_CLASSES + 1, sample_size: int = DIGITS_SIZE):
+        if not isinstance(channels, (tuple, list)) or not channels or any(
+                isinstance(c, bool) or not isinstance(c, int) or c < 8 or c % 8 for c in channels):
+            raise ValueError(f"channels must be a non-empty tuple of positive multiples of 8 (GroupNorm's 8 groups), "
+                             f"got {channels!r}")
+        in_channels = _checks.integer(in_channels, "in_channels", 1)
+        _checks.integer(num_class_embeds, "num_class_embeds", NULL_LABEL + 1)
+        sample_size = _checks.integer(sample_size, "sample_size", 1)
+        if sample_size % 2 ** (len(channels) - 1):
+            raise ValueError(f"sample_size must be divisible by {2 ** (len(channels) - 1)} (it halves at every level "
+                             f"but the last), got {sample_size}")
         super().__init__()
         self.in_channels, self.sample_size, self.t_dim = in_channels, sample_size, channels[0]
         emb_dim = 4 * channels[0]
@@ -142,6 +165,7 @@ def build_shapes_vae(seed: int | None = 0) -> "AutoencoderKL":  # noqa: F821
     """The diffusers AutoencoderKL of lesson 06 (about 0.95 M parameters): 3x32x32 <-> 4x8x8."""
     from diffusers import AutoencoderKL
 
+    seed = _checks.optional_seed(seed)
     with torch.random.fork_rng():
         if seed is not None:
             torch.manual_seed(seed)
@@ -153,6 +177,7 @@ def build_shapes_unet(seed: int | None = 0) -> "UNet2DConditionModel":  # noqa: 
     eps_theta(z_t, t, text embeddings) on 4x8x8 latents, 64-wide text embeddings."""
     from diffusers import UNet2DConditionModel
 
+    seed = _checks.optional_seed(seed)
     with torch.random.fork_rng():
         if seed is not None:
             torch.manual_seed(seed)

@@ -14,16 +14,22 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from . import _checks
 from .data import to_pil
 
 
 def new_figure(width: float = 6.0, height: float = 4.0) -> Figure:
     """A fresh Figure, detached from pyplot (nothing global is touched)."""
+    _checks.number(width, "width", above=0)
+    _checks.number(height, "height", above=0)
     return Figure(figsize=(width, height), layout="constrained")
 
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """The figure rendered to PNG bytes (for ipywidgets.Image and the static book)."""
+    if not isinstance(fig, Figure):
+        raise ValueError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    _checks.number(dpi, "dpi", above=0)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
@@ -50,6 +56,9 @@ def _as_list(images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor
         if images.ndim != 4:
             raise ValueError(f"images must be (C, H, W) or (B, C, H, W), got shape {tuple(images.shape)}")
         return list(images)
+    if not isinstance(images, (list, tuple)) or not all(isinstance(x, torch.Tensor) for x in images):
+        raise ValueError(f"images must be a tensor (C, H, W) or (B, C, H, W), or a list of (C, H, W) tensors, "
+                         f"got {type(images).__name__}")
     return list(images)
 
 
@@ -61,6 +70,9 @@ def show_images(images: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[
         raise ValueError("images must hold at least one image")
     if titles is not None and len(titles) != len(items):
         raise ValueError(f"titles must have one entry per image ({len(items)}), got {len(titles)}")
+    if ncols is not None:
+        _checks.integer(ncols, "ncols", 1)
+    _checks.number(size, "size", above=0)
     ncols = ncols or min(len(items), 8)
     nrows = math.ceil(len(items) / ncols)
     fig = new_figure(size * ncols, size * nrows + (0.3 if suptitle else 0))
@@ -80,6 +92,11 @@ def show_images(images: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[
 
 def plot_schedule_curves(schedules: Mapping[str, "object"], marker_t: int | None = None) -> Figure:
     """beta_t, alpha_bar_t and SNR_t (log axis) against t for named NoiseSchedules."""
+    if not isinstance(schedules, Mapping) or not schedules or not all(
+            hasattr(s, "num_steps") and hasattr(s, "snr") for s in schedules.values()):
+        raise ValueError(f"schedules must be a non-empty dict of name -> NoiseSchedule, got {schedules!r}")
+    if marker_t is not None:
+        _checks.integer(marker_t, "marker_t", 0, max(s.num_steps for s in schedules.values()) - 1)
     fig = new_figure(12, 3.4)
     ax_beta, ax_abar, ax_snr = fig.subplots(1, 3)
     for name, s in schedules.items():
@@ -101,6 +118,8 @@ def plot_schedule_curves(schedules: Mapping[str, "object"], marker_t: int | None
 def plot_histogram(values: torch.Tensor, bins: int = 60, normal: bool = True,
                    title: str = "", ax=None) -> Figure:
     """Histogram of values (as a density), with the standard normal density on top if normal."""
+    _checks.tensor(values, "values")
+    _checks.integer(bins, "bins", 1)
     v = values.detach().float().cpu().reshape(-1).numpy()
     fig = ax.figure if ax is not None else new_figure(5, 3.2)
     ax = ax if ax is not None else fig.subplots()
@@ -116,6 +135,14 @@ def plot_histogram(values: torch.Tensor, bins: int = 60, normal: bool = True,
 def plot_curve(x: Sequence[float], ys: Mapping[str, Sequence[float]], xlabel: str = "", ylabel: str = "",
                title: str = "", logx: bool = False, logy: bool = False) -> Figure:
     """One or more named curves on one axis: loss histories, quality against steps, and so on."""
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__len__"):
+        raise ValueError(f"x must be a sequence of numbers, got {type(x).__name__}")
+    if not isinstance(ys, Mapping) or not ys:
+        raise ValueError(f"ys must be a non-empty dict of name -> values, got {type(ys).__name__}")
+    for name, y in ys.items():
+        if not hasattr(y, "__len__") or len(y) != len(x):
+            raise ValueError(f"ys must hold {len(x)} values per curve (one per x), got "
+                             f"{len(y) if hasattr(y, '__len__') else type(y).__name__} for {name!r}")
     fig = new_figure(5.5, 3.4)
     ax = fig.subplots()
     for name, y in ys.items():

@@ -17,11 +17,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 
+from . import _checks
+
 ROOT = Path(__file__).resolve().parent / "pretrained"
-NAMES = ("digits", "vae", "text", "shapes-t2i")
+NAMES = ("digits", "vae", "text", "shapes-t2i", "digits-flow", "digits-reflow", "digits-dit")
+FLOW_NAMES = ("digits-flow", "digits-reflow", "digits-dit")   # flow-matching digits models (lessons 08 and 10)
 MANIFEST = "manifest.json"
 RECORDS = ("recipe.json", "recipe-vae.json")   # records and measurements are not in the manifest: they are
 NOT_HASHED = (*RECORDS, MANIFEST, "measurements.json")  # rewritten by re-measuring, the weights are not
@@ -32,6 +36,9 @@ PARTS = {
     "text": {"tokenizer/": "tokenizer_config.json", "text_encoder/": "config.json"},
     "shapes-t2i": {"vae/": "config.json", "text_encoder/": "config.json", "tokenizer/": "tokenizer_config.json",
                    "unet/": "config.json", "scheduler/": "scheduler_config.json", "model_index.json": None},
+    "digits-flow": {"unet/": "config.json", "scheduler/": "scheduler_config.json"},
+    "digits-reflow": {"unet/": "config.json", "scheduler/": "scheduler_config.json"},
+    "digits-dit": {"transformer/": "config.json", "scheduler/": "scheduler_config.json"},
 }
 # the schedule of records written before recipes recorded noise_schedule (the shipped shapes-t2i of 2400 steps)
 LEGACY_SCHEDULE = {"shapes-t2i": dict(num_train_timesteps=1000, beta_schedule="scaled_linear")}
@@ -41,6 +48,16 @@ def _folder_of(name: str) -> Path:
     if name not in NAMES:
         raise ValueError(f"name must be one of {NAMES}, got {name!r}")
     return ROOT / ("shapes-t2i" if name in ("vae", "text") else name)
+
+
+def _path(value, name: str, folder: bool = False) -> Path:
+    """value as a Path to an existing file (or folder); FileNotFoundError naming it when it is missing."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a path (str or pathlib.Path), got {type(value).__name__}")
+    path = Path(value)
+    if not (path.is_dir() if folder else path.is_file()):
+        raise FileNotFoundError(f"{name} {path} not found (expected an existing {'folder' if folder else 'file'})")
+    return path
 
 
 def _recipe_of(name: str) -> str:
@@ -71,6 +88,7 @@ def load_recipe(name: str) -> dict:
 
 def sha256(path: Path) -> str:
     """The SHA-256 of a file, read in 1 MiB blocks."""
+    path = _path(path, "path")
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -81,7 +99,7 @@ def sha256(path: Path) -> str:
 def hashed_files(folder: Path) -> list[str]:
     """The weight and config files of a model folder (relative POSIX paths): every file except the records,
     measurements, the manifest itself, checkpoints/ and hidden files."""
-    folder = Path(folder)
+    folder = _path(folder, "folder", folder=True)
     found = []
     for path in folder.rglob("*"):
         rel = path.relative_to(folder)
@@ -93,7 +111,7 @@ def hashed_files(folder: Path) -> list[str]:
 
 def write_manifest(folder: Path) -> dict[str, str]:
     """Write folder/manifest.json, {relative path: sha256} of every weight and config file; returns it."""
-    folder = Path(folder)
+    folder = _path(folder, "folder", folder=True)
     manifest = {rel: sha256(folder / rel) for rel in hashed_files(folder)}
     if not manifest:
         raise FileNotFoundError(f"no weight or config file in {folder}: nothing to write a manifest for")
@@ -105,7 +123,10 @@ def verify_manifest(folder: Path, parts: tuple[str, ...] | None = None) -> bool:
     """Check the files of `parts` (sub-folders like 'unet/', or files; default all) against folder/manifest.json:
     a missing file is a FileNotFoundError, a changed or unlisted one a ValueError naming it. Returns False (with a
     warning) where the folder has no manifest."""
-    folder = Path(folder)
+    folder = _path(folder, "folder", folder=True)
+    if parts is not None and (not isinstance(parts, (tuple, list)) or not all(isinstance(p, str) for p in parts)):
+        raise ValueError(f"parts must be a tuple of sub-folders and files (e.g. ('unet/', 'scheduler/')) or None, "
+                         f"got {parts!r}")
     if not (folder / MANIFEST).is_file():
         warnings.warn(f"{folder} has no {MANIFEST}, so its files cannot be verified: write one with python -m "
                       f"diffusion_lessons.pretrained --write-manifest {folder}", stacklevel=3)
@@ -143,7 +164,8 @@ def _expect(path: Path, config: dict, key: str, expected, source: str) -> None:
 def check_configs(name: str, folder: Path) -> None:
     """The scheduler's num_train_timesteps and beta_schedule, the VAE's scaling_factor and sample_size and the
     U-Net's sample_size against the recipe records (where they state them); a mismatch is a ValueError."""
-    folder = Path(folder)
+    _folder_of(name)
+    folder = _path(folder, "folder", folder=True)
     scheduler, record = folder / "scheduler" / "scheduler_config.json", folder / "recipe.json"
     if name in ("digits", "shapes-t2i"):
         recorded = _read(record)
@@ -155,6 +177,15 @@ def check_configs(name: str, folder: Path) -> None:
         if name == "digits":
             unet = folder / "unet" / "config.json"
             _expect(unet, _read(unet), "sample_size", recorded.get("unet", {}).get("sample_size"), trained)
+    if name in FLOW_NAMES:
+        recorded, config = _read(record), _read(scheduler)
+        trained = f"{record} says the model was trained and sampled with"
+        for key in ("num_train_timesteps", "shift"):
+            _expect(scheduler, config, key, recorded.get("scheduler", {}).get(key), trained)
+        _expect(scheduler, config, "_class_name", recorded.get("scheduler", {}).get("kind"), trained)
+        part = "transformer" if name == "digits-dit" else "unet"
+        network = folder / part / "config.json"
+        _expect(network, _read(network), "sample_size", recorded.get(part, {}).get("sample_size"), trained)
     if name in ("vae", "shapes-t2i"):
         vae, vae_record = folder / "vae" / "config.json", folder / "recipe-vae.json"
         recorded, config = _read(vae_record), _read(vae)
@@ -179,17 +210,27 @@ def load_pretrained(name: str, device=None):
     """Load a shipped model by name, offline, from safetensors, after check_pretrained.
 
     digits -> (UNet2DModel, DDIMScheduler); vae -> AutoencoderKL; text -> (tokenizer, CLIPTextModel);
-    shapes-t2i -> StableDiffusionPipeline."""
+    shapes-t2i -> StableDiffusionPipeline; digits-flow and digits-reflow -> (UNet2DModel,
+    FlowMatchEulerDiscreteScheduler); digits-dit -> (DiTTransformer2DModel, FlowMatchEulerDiscreteScheduler)."""
     from . import device as _device
 
-    device = device or _device.pick_device()
+    device = _checks.device(device) if device is not None else _device.pick_device()
     folder = check_pretrained(name)
     kw = dict(use_safetensors=True, local_files_only=True)
     if name == "digits":
         from diffusers import DDIMScheduler, UNet2DModel
 
         unet = UNet2DModel.from_pretrained(folder / "unet", **kw).to(device).eval()
-        return unet, DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+        scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+        _checks.mark_trained_timesteps(unet, scheduler.config.num_train_timesteps)
+        return unet, scheduler
+    if name in FLOW_NAMES:
+        import diffusers
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        part, cls = ("transformer", "DiTTransformer2DModel") if name == "digits-dit" else ("unet", "UNet2DModel")
+        network = getattr(diffusers, cls).from_pretrained(folder / part, **kw).to(device).eval()
+        return network, FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
     if name == "vae":
         from diffusers import AutoencoderKL
 

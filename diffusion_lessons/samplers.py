@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import torch
 
+from . import _checks
 from .schedules import NoiseSchedule
 
 SAMPLERS = ("ddpm", "ddim")
@@ -36,6 +37,9 @@ class StepOutput(NamedTuple):
 
 
 def _step_t(schedule: NoiseSchedule, t, name: str = "t") -> int:
+    if not isinstance(schedule, NoiseSchedule):
+        raise ValueError(f"schedule must be a NoiseSchedule (make_schedule, loop.as_schedule), got "
+                         f"{type(schedule).__name__}")
     t = schedule.check_t(t, name)
     if t.numel() != 1:
         raise ValueError(f"{name} must be one timestep for the whole batch, got {t.numel()}")
@@ -44,6 +48,8 @@ def _step_t(schedule: NoiseSchedule, t, name: str = "t") -> int:
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise shaped like x, drawn on the generator's device (as diffusers' randn_tensor)."""
+    _checks.tensor(x, "x", floating=True)
+    _checks.generator(generator)
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
@@ -51,8 +57,20 @@ def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tens
 def _check_pair(x_t: torch.Tensor, other: torch.Tensor | None, name: str) -> None:
     if not isinstance(x_t, torch.Tensor) or not x_t.dtype.is_floating_point:
         raise ValueError(f"x_t must be a floating-point tensor, got {type(x_t).__name__}")
-    if other is not None and tuple(other.shape) != tuple(x_t.shape):
-        raise ValueError(f"{name} must have the shape of x_t {tuple(x_t.shape)}, got {tuple(other.shape)}")
+    if other is not None and (not isinstance(other, torch.Tensor) or tuple(other.shape) != tuple(x_t.shape)):
+        raise ValueError(f"{name} must be a tensor with the shape of x_t {tuple(x_t.shape)}, got "
+                         f"{tuple(other.shape) if isinstance(other, torch.Tensor) else type(other).__name__}")
+
+
+def _check_update(x_t, eps, abar_t, abar_prev, x0) -> None:
+    """The update formulas' inputs: cheap checks only (no tensor is read), as the loop calls them every step."""
+    _check_pair(x_t, eps, "eps")
+    _check_pair(x_t, x0, "x0")
+    _checks.number(abar_t, "abar_t", 0, 1)
+    _checks.number(abar_prev, "abar_prev", 0, 1)
+    if not abar_t < 1 or not abar_prev > 0:
+        raise ValueError(f"abar_t must be < 1 and abar_prev > 0 (alpha_bar at t and after the step), got "
+                         f"abar_t={abar_t!r}, abar_prev={abar_prev!r}")
 
 
 def check_eta(eta) -> float:
@@ -83,8 +101,10 @@ def ddpm_step(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: 
 def ddpm_update(x_t: torch.Tensor, eps: torch.Tensor, abar_t: float, abar_prev: float, add_noise: bool,
                 noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                 x0: torch.Tensor | None = None) -> StepOutput:
-    """ddpm_step's formula given alpha_bar at t and at t_prev (1.0 after the last step); no checks.
+    """ddpm_step's formula given alpha_bar at t and at t_prev (1.0 after the last step); cheap checks only.
     x0: the predicted x0 when the network gave it (else computed from eps)."""
+    _check_update(x_t, eps, abar_t, abar_prev, x0)
+    _check_pair(x_t, noise, "noise")
     alpha = abar_t / abar_prev                 # respaced: the product of alphas from t_prev + 1 to t
     beta = 1 - alpha
     if x0 is None:                                                          # 1. predicted x0
@@ -119,8 +139,11 @@ def ddim_step(schedule: NoiseSchedule, x_t: torch.Tensor, eps: torch.Tensor, t: 
 def ddim_update(x_t: torch.Tensor, eps: torch.Tensor, abar_t: float, abar_prev: float, eta: float = 0.0,
                 noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                 x0: torch.Tensor | None = None) -> StepOutput:
-    """ddim_step's formula given alpha_bar at t and at t_prev (1.0 after the last step); no checks.
+    """ddim_step's formula given alpha_bar at t and at t_prev (1.0 after the last step); cheap checks only.
     x0: the predicted x0 when the network gave it (else computed from eps)."""
+    _check_update(x_t, eps, abar_t, abar_prev, x0)
+    _check_pair(x_t, noise, "noise")
+    eta = check_eta(eta)
     if x0 is None:                                                                      # 1. predicted x0
         x0 = (x_t - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)
     sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))  # 2. sigma_t(eta)

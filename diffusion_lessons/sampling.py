@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from . import guidance
+from . import _checks, guidance
 from .data import NULL_LABEL
 from .loop import (SPACINGS, Denoiser, SampleState, as_schedule, denoising_loop, final_alpha_cumprod,
                    prediction_type_of, sampling_timesteps, unet_denoiser)
@@ -38,13 +38,20 @@ __all__ = [  # re-exported from the engine's modules, as the lessons import them
 
 def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     """Where the model's weights live and their dtype: the loop works there."""
-    p = next(model.parameters())
+    _checks.module(model)
+    p = next(model.parameters(), None)
+    if p is None:
+        raise ValueError("model must have parameters (its device and dtype are theirs), got a model without any")
     return p.device, p.dtype
 
 
 def image_shape(model: torch.nn.Module) -> tuple[int, int, int]:
     """(C, H, W) of the images a UNet2DModel (from its config) or a TinyUNet makes."""
+    _checks.module(model)
     cfg = getattr(model, "config", model)
+    if not hasattr(cfg, "sample_size") or not hasattr(cfg, "in_channels"):
+        raise ValueError(f"model must say its image size (config.sample_size and in_channels, as a UNet2DModel or "
+                         f"TinyUNet does), got {type(model).__name__}")
     size = cfg.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     return (cfg.in_channels, h, w)
@@ -52,6 +59,8 @@ def image_shape(model: torch.nn.Module) -> tuple[int, int, int]:
 
 def _labels_and_batch(labels, num_samples: int | None, x_T: torch.Tensor | None) -> torch.Tensor | None:
     """Asked labels as (B,) int64 (None: unconditional); an int label is repeated num_samples times."""
+    if num_samples is not None:
+        num_samples = _checks.integer(num_samples, "num_samples", 1)
     if labels is None:
         if num_samples is None and x_T is None:
             raise ValueError("num_samples: give num_samples (or x_T) when sampling without labels")
@@ -107,6 +116,8 @@ def sample_loop(model: torch.nn.Module | Denoiser, schedule, labels=None, *, ste
     x_T: the starting noise (B, C, H, W), else drawn with `generator`. Runs on the model's device.
     model may also be a denoiser callable denoise(x, t, labels) (see loop); then x_T is required."""
     ns = as_schedule(schedule)
+    _checks.check_trained_timesteps(model, ns.num_steps)
+    _checks.generator(generator)
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if eta is not None and sampler == "ddpm":

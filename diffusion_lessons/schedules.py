@@ -102,6 +102,10 @@ def _cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> 
 
 def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     """Lin et al. 2024, Algorithm 1: shift and scale sqrt(alpha_bar) so the last step has SNR 0."""
+    if not isinstance(betas, torch.Tensor) or not betas.dtype.is_floating_point or betas.ndim != 1 \
+            or len(betas) < 2 or not bool(((betas > 0) & (betas < 1)).all()):
+        raise ValueError(f"betas must be a 1-D floating-point tensor of at least 2 values in (0, 1), got "
+                         f"{tuple(betas.shape) if isinstance(betas, torch.Tensor) else type(betas).__name__}")
     abar_sqrt = torch.cumprod(1 - betas, dim=0).sqrt()
     first, last = abar_sqrt[0].clone(), abar_sqrt[-1].clone()
     abar_sqrt = (abar_sqrt - last) * (first / (first - last))
@@ -139,6 +143,10 @@ def to_diffusers_config(kind: str, num_steps: int = 1000, zero_terminal_snr: boo
     """The keyword arguments that make a diffusers scheduler use the same schedule."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+        raise ValueError(f"num_steps must be an int >= 2, got {num_steps!r}")
+    if not isinstance(zero_terminal_snr, bool):
+        raise ValueError(f"zero_terminal_snr must be True or False, got {zero_terminal_snr!r}")
     beta_range = {"scaled_linear": (0.00085, 0.012)}.get(kind, (1e-4, 0.02))
     return dict(num_train_timesteps=num_steps, beta_schedule=DIFFUSERS_NAMES[kind],
                 beta_start=beta_range[0], beta_end=beta_range[1], rescale_betas_zero_snr=zero_terminal_snr)

@@ -26,7 +26,7 @@ from typing import Iterator
 
 import torch
 
-from . import latents, text
+from . import _checks, latents, text
 from .guidance import check_scales, guided_denoiser
 from .loop import denoising_loop, final_alpha_cumprod, prediction_type_of, unet_denoiser
 from .schedules import to_diffusers_config
@@ -61,6 +61,12 @@ def build_scheduler():
 
 def assemble_pipeline(vae, tokenizer, text_encoder, unet, scheduler=None):
     """A diffusers StableDiffusionPipeline from the book's parts (no safety checker, no feature extractor)."""
+    latents.downsampling_factor(vae)                       # checks vae
+    text.prompt_problems(tokenizer, "")                    # checks tokenizer
+    _checks.module(text_encoder, "text_encoder")
+    _checks.module(unet, "unet")
+    if scheduler is not None and not (hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "step")):
+        raise ValueError(f"scheduler must be a diffusers scheduler or None, got {type(scheduler).__name__}")
     StableDiffusionPipeline = stable_diffusion_pipeline_class()
 
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
@@ -73,6 +79,9 @@ def assemble_pipeline(vae, tokenizer, text_encoder, unet, scheduler=None):
 def save_pipeline(pipe, folder: str | Path) -> None:
     """save_pretrained (safetensors); the tokenizer is recorded as a PreTrainedTokenizerFast so the folder
     loads with plain StableDiffusionPipeline.from_pretrained under transformers 4 and 5."""
+    _check_pipe(pipe)
+    if not isinstance(folder, (str, Path)):
+        raise ValueError(f"folder must be a path (str or pathlib.Path), got {type(folder).__name__}")
     folder = Path(folder)
     pipe.save_pretrained(folder, safe_serialization=True)
     text.save_tokenizer(pipe.tokenizer, folder / "tokenizer")
@@ -83,12 +92,37 @@ def save_pipeline(pipe, folder: str | Path) -> None:
 
 def load_pipeline(folder: str | Path, device: torch.device | str | None = None):
     """StableDiffusionPipeline.from_pretrained(folder), offline, safetensors only, progress bar off."""
+    if not isinstance(folder, (str, Path)):
+        raise ValueError(f"folder must be a path (str or pathlib.Path), got {type(folder).__name__}")
+    if not (Path(folder) / "model_index.json").is_file():
+        raise FileNotFoundError(f"folder {folder} not found or not a saved pipeline (expected model_index.json, "
+                                f"unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
+    device = _checks.optional_device(device)
     StableDiffusionPipeline = stable_diffusion_pipeline_class()
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False,
                                                    use_safetensors=True, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device) if device is not None else pipe
+
+
+def _check_pipe(pipe) -> None:
+    if not all(hasattr(pipe, part) for part in ("unet", "vae", "tokenizer", "text_encoder", "scheduler")):
+        raise ValueError(f"pipe must be a StableDiffusionPipeline (assemble_pipeline, load_pipeline), got "
+                         f"{type(pipe).__name__}")
+
+
+def _check_generation(pipe, prompt, num_inference_steps, guidance_scale, generator, num_images_per_prompt,
+                     guidance_rescale: float = 0.0, name: str = "prompt") -> list[str]:
+    """The checks of every text-to-image call (ValueError naming the argument); returns the prompts as a list
+    (a string is one prompt), after warning about words the model will not see."""
+    _check_pipe(pipe)
+    prompts = _checks.prompts(prompt, name)
+    _checks.integer(num_inference_steps, "num_inference_steps", 1)
+    check_scales(guidance_scale, guidance_rescale)
+    _checks.generator(generator)
+    _checks.integer(num_images_per_prompt, "num_images_per_prompt", 1)
+    return _prompt_list(pipe, prompts)
 
 
 def _prompt_list(pipe, prompt: str | list[str]) -> list[str]:
@@ -113,19 +147,22 @@ def sampler_for(scheduler) -> str:
                      f"{type(scheduler).__name__}; t2i.pipeline_images runs the pipeline with any scheduler")
 
 
-@torch.no_grad()
 def generate_steps(pipe, prompt: str | list[str], num_inference_steps: int = DEFAULT_STEPS,
                    guidance_scale: float = DEFAULT_GUIDANCE, generator: torch.Generator | None = None,
                    num_images_per_prompt: int = 1) -> Iterator[dict]:
     """The denoising loop, one step at a time: yields dict(t, z_t, z0_pred) after every step (z_t is the new
     latent, z0_pred the clean latent predicted at t). Steps 1-3 of the module docstring, with the pipeline's
-    timesteps (pipe.scheduler.set_timesteps) and its starting noise."""
-    prompts = _prompt_list(pipe, prompt)
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be an int >= 1, got {num_inference_steps!r}")
-    check_scales(guidance_scale)
+    timesteps (pipe.scheduler.set_timesteps) and its starting noise. Bad arguments are refused at the call."""
+    prompts = _check_generation(pipe, prompt, num_inference_steps, guidance_scale, generator, num_images_per_prompt)
+    sampler = sampler_for(pipe.scheduler)
+    return _generate_steps(pipe, prompts, num_inference_steps, guidance_scale, generator, num_images_per_prompt,
+                           sampler)
+
+
+@torch.no_grad()
+def _generate_steps(pipe, prompts: list[str], num_inference_steps: int, guidance_scale: float, generator,
+                    num_images_per_prompt: int, sampler: str) -> Iterator[dict]:
     device, scheduler, unet = pipe.unet.device, pipe.scheduler, pipe.unet
-    sampler = sampler_for(scheduler)
     emb = text.encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)                  # 1. the prompts ...
     emb = emb.repeat_interleave(num_images_per_prompt, dim=0)
     n = len(emb)
@@ -158,7 +195,15 @@ def generate(pipe, prompt: str | list[str], num_inference_steps: int = DEFAULT_S
 @torch.no_grad()
 def pipeline_images(pipe, prompts: list[str], generator: torch.Generator | None = None,
                     num_images_per_prompt: int = 1, **kwargs) -> torch.Tensor:
-    """pipe(prompts, ...) as a tensor (B, 3, H, W) in [-1, 1], prompt-major (each prompt's images together)."""
-    out = pipe(list(prompts), generator=generator, num_images_per_prompt=num_images_per_prompt,
+    """pipe(prompts, ...) as a tensor (B, 3, H, W) in [-1, 1], prompt-major (each prompt's images together).
+    A string is one prompt. num_inference_steps, guidance_scale and guidance_rescale among kwargs are checked
+    as generate's are; generator may also be a list of them, one per image, as diffusers takes."""
+    one = generator
+    if isinstance(generator, list) and generator and all(isinstance(g, torch.Generator) for g in generator):
+        one = generator[0]
+    prompts = _check_generation(pipe, prompts, kwargs.get("num_inference_steps", DEFAULT_STEPS),
+                                kwargs.get("guidance_scale", DEFAULT_GUIDANCE), one, num_images_per_prompt,
+                                kwargs.get("guidance_rescale", 0.0), name="prompts")
+    out = pipe(prompts, generator=generator, num_images_per_prompt=num_images_per_prompt,
                output_type="pt", **kwargs)
     return out.images * 2 - 1

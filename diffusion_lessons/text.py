@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from . import _checks
 from .data import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")  # ids 0, 1, 2, 3
@@ -44,6 +45,9 @@ def build_tokenizer(words: list[str] | None = None, max_length: int = MAX_LENGTH
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
+    if words is not None and (not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words)):
+        raise ValueError(f"words must be a list of strings (the vocabulary) or None, got {words!r}")
+    _checks.integer(max_length, "max_length", 3)   # [BOS], one word, [EOS]
     words = caption_words() if words is None else list(words)
     if len(set(words)) != len(words) or set(words) & set(SPECIAL_TOKENS):
         raise ValueError("words must be distinct and must not contain the special tokens")
@@ -59,6 +63,9 @@ def build_tokenizer(words: list[str] | None = None, max_length: int = MAX_LENGTH
 
 def save_tokenizer(tokenizer, folder: str | Path) -> None:
     """save_pretrained, recording the class as PreTrainedTokenizerFast (loads with transformers 4 and 5)."""
+    _check_tokenizer(tokenizer)
+    if not isinstance(folder, (str, Path)):
+        raise ValueError(f"folder must be a path (str or pathlib.Path), got {type(folder).__name__}")
     tokenizer.save_pretrained(folder)
     path = Path(folder) / "tokenizer_config.json"
     config = json.loads(path.read_text())
@@ -70,6 +77,8 @@ def build_text_encoder(tokenizer, seed: int | None = 0):
     """A small transformers CLIPTextModel (hidden 64, 2 layers, about 0.1 M parameters) for `tokenizer`."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    _check_tokenizer(tokenizer)
+    seed = _checks.optional_seed(seed)
     config = CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                             **{**TEXT_ENCODER_CONFIG, "max_position_embeddings": tokenizer.model_max_length})
@@ -81,6 +90,7 @@ def build_text_encoder(tokenizer, seed: int | None = 0):
 
 def tokenize(tokenizer, prompts: str | list[str]) -> torch.Tensor:
     """Token ids (B, max_length), exactly as StableDiffusionPipeline makes them: padded, truncated."""
+    _check_tokenizer(tokenizer)
     prompts = _check_prompts(prompts)
     return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
                      truncation=True, return_tensors="pt").input_ids
@@ -88,13 +98,15 @@ def tokenize(tokenizer, prompts: str | list[str]) -> torch.Tensor:
 
 def encode_prompts(tokenizer, text_encoder, prompts: str | list[str]) -> torch.Tensor:
     """Text embeddings (B, max_length, hidden): the CLIPTextModel's last hidden state, no attention mask."""
+    _checks.module(text_encoder, "text_encoder")
     ids = tokenize(tokenizer, prompts).to(text_encoder.device)
     return text_encoder(ids)[0]
 
 
 def prompt_problems(tokenizer, prompt: str) -> list[str]:
     """What the model will not see as written: unknown words (-> [UNK]) and words cut off by the length limit."""
-    (prompt,) = _check_prompts(prompt)
+    _check_tokenizer(tokenizer)
+    prompt = _checks.text(prompt, "prompt")
     words = tokenizer.backend_tokenizer.normalizer.normalize_str(prompt).split()
     problems = []
     unknown = [w for w in words if w not in tokenizer.get_vocab()]
@@ -107,8 +119,10 @@ def prompt_problems(tokenizer, prompt: str) -> list[str]:
 
 
 def _check_prompts(prompts: str | list[str]) -> list[str]:
-    if isinstance(prompts, str):
-        return [prompts]
-    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError(f"prompts must be a string or a non-empty list of strings, got {prompts!r}")
-    return list(prompts)
+    return _checks.prompts(prompts, "prompts")
+
+
+def _check_tokenizer(tokenizer) -> None:
+    if not callable(tokenizer) or not all(hasattr(tokenizer, a) for a in ("model_max_length", "get_vocab",
+                                                                          "save_pretrained")):
+        raise ValueError(f"tokenizer must be a transformers tokenizer (build_tokenizer), got {type(tokenizer).__name__}")

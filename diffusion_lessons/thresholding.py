@@ -23,7 +23,7 @@ from typing import Iterator
 
 import torch
 
-from . import latents, text
+from . import _checks, latents, text
 from .guidance import guided_denoiser
 from .loop import Denoiser, as_schedule, denoising_loop, final_alpha_cumprod, prediction_type_of, unet_denoiser
 from .parameterisation import check_prediction_type, x0_and_eps
@@ -41,6 +41,7 @@ def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.995, floor: float 
     """Imagen's dynamic thresholding of a predicted clean sample x0 (B, ...), per sample:
     s = max(quantile(|x0|, percentile), floor); clip x0 to [-s, s], then multiply by floor / s.
     floor = 1 is Imagen's rule for pixels in [-1, 1] (and diffusers' DDIMScheduler(thresholding=True))."""
+    _checks.tensor(x0, "x0", floating=True)
     _check_percentile(percentile)
     if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
         raise ValueError(f"floor must be a positive number, got {floor!r}")
@@ -70,6 +71,9 @@ def thresholded_denoiser(denoise: Denoiser, schedule, percentile: float = 0.995,
     """denoise wrapped so that its prediction implies the dynamically thresholded x0 (Imagen): x0 and eps
     from the prediction, x0 -> dynamic_threshold(x0, percentile, floor), and back to prediction_type.
     schedule: a NoiseSchedule or a diffusers scheduler (its alphas_cumprod)."""
+    if not callable(denoise):
+        raise ValueError(f"denoise must be a callable denoise(x, t, cond) (loop.unet_denoiser), got "
+                         f"{type(denoise).__name__}")
     percentile = _check_percentile(percentile)
     dynamic_threshold(torch.zeros(1, 1), percentile, floor)  # checks floor now, not at the first step
     check_prediction_type(prediction_type)
@@ -83,16 +87,31 @@ def thresholded_denoiser(denoise: Denoiser, schedule, percentile: float = 0.995,
     return thresholded
 
 
-@torch.no_grad()
 def guided_steps(pipe, prompt: str | list[str], num_inference_steps: int = 50, guidance_scale: float = 7.5,
                  generator: torch.Generator | None = None, num_images_per_prompt: int = 1,
                  guidance_rescale: float = 0.0, threshold: tuple[float, float] | None = None) -> Iterator[dict]:
     """t2i.generate_steps with guidance rescale (phi = guidance_rescale, as pipe(..., guidance_rescale=phi))
     and dynamic thresholding (threshold = (percentile, floor)); yields dict(t, z_t, z0_pred) after every step.
-    With both off it gives t2i.generate_steps' numbers (a DDIMScheduler pipeline)."""
+    With both off it gives t2i.generate_steps' numbers (a DDIMScheduler pipeline). Bad arguments are refused at
+    the call."""
+    from .t2i import _check_generation, sampler_for
+
+    prompts = _check_generation(pipe, prompt, num_inference_steps, guidance_scale, generator, num_images_per_prompt,
+                                guidance_rescale)
+    if threshold is not None:
+        if not isinstance(threshold, (tuple, list)) or len(threshold) != 2:
+            raise ValueError(f"threshold must be (percentile, floor) or None, got {threshold!r}")
+        dynamic_threshold(torch.zeros(1, 1), *threshold)
+    sampler_for(pipe.scheduler)
+    return _guided_steps(pipe, prompts, num_inference_steps, guidance_scale, generator, num_images_per_prompt,
+                         guidance_rescale, threshold)
+
+
+@torch.no_grad()
+def _guided_steps(pipe, prompts, num_inference_steps, guidance_scale, generator, num_images_per_prompt,
+                  guidance_rescale, threshold) -> Iterator[dict]:
     from .t2i import sampler_for
 
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     unet, scheduler, device = pipe.unet, pipe.scheduler, pipe.unet.device
     emb = text.encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts).repeat_interleave(num_images_per_prompt, 0)
     empty = None if guidance_scale == 1.0 else text.encode_prompts(pipe.tokenizer, pipe.text_encoder, [""] * len(emb))

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _checks
 from .flow import flow_batch_fn, flow_loop, flow_loss_fn
 from .models import timestep_embedding
 from .sigmas import NUM_TRAIN_TIMESTEPS, flow_sigmas
@@ -52,6 +53,8 @@ def _count(n, name: str = "n") -> int:
 def two_moons(n: int, generator: torch.Generator | None = None, noise: float = 0.06) -> torch.Tensor:
     """n points on two interleaved half circles (scikit-learn's make_moons), centred, Gaussian jitter `noise`."""
     n = _count(n)
+    _checks.generator(generator)
+    _checks.number(noise, "noise", 0)
     upper = torch.rand((n,), generator=generator) < 0.5
     angle = torch.rand((n,), generator=generator) * math.pi
     x = torch.where(upper, angle.cos(), 1 - angle.cos())
@@ -64,6 +67,9 @@ def eight_gaussians(n: int, generator: torch.Generator | None = None, radius: fl
                     std: float = 0.15) -> torch.Tensor:
     """n points from eight equal Gaussian blobs (standard deviation std) centred on a circle of `radius`."""
     n = _count(n)
+    _checks.generator(generator)
+    _checks.number(radius, "radius", 0)
+    _checks.number(std, "std", 0)
     angle = torch.randint(0, 8, (n,), generator=generator).float() * (math.pi / 4)
     centres = radius * torch.stack([angle.cos(), angle.sin()], dim=1)
     return centres + std * torch.randn((n, 2), generator=generator)
@@ -72,6 +78,7 @@ def eight_gaussians(n: int, generator: torch.Generator | None = None, radius: fl
 def checkerboard(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """n points uniform on the 8 dark squares of a 4x4 board covering [-2, 2]^2 (squares of side 1)."""
     n = _count(n)
+    _checks.generator(generator)
     x = torch.rand((n,), generator=generator) * 4 - 2
     column = torch.floor(x)                                      # -2, -1, 0, 1
     row = torch.randint(0, 2, (n,), generator=generator) * 2     # 0 or 2: which of the two dark squares
@@ -97,6 +104,11 @@ class VelocityMLP(nn.Module):
     concatenated with x, through `depth` hidden layers of `width` units with SiLU: 10.7 k parameters as built."""
 
     def __init__(self, width: int = 64, depth: int = 3, time_dim: int = 32, dim: int = 2):
+        _checks.integer(width, "width", 1)
+        _checks.integer(depth, "depth", 1)
+        if isinstance(time_dim, bool) or not isinstance(time_dim, int) or time_dim < 2 or time_dim % 2:
+            raise ValueError(f"time_dim must be an even int >= 2, got {time_dim!r}")
+        _checks.integer(dim, "dim", 1)
         super().__init__()
         self.time_dim = time_dim
         layers, size = [], dim + time_dim
@@ -112,6 +124,7 @@ class VelocityMLP(nn.Module):
 
 def mlp_denoiser(model: nn.Module):
     """The model as a denoiser denoise(x, t, cond) (loop.py's convention; cond is unused)."""
+    _checks.module(model)
     return lambda x, t, cond: model(x, t)
 
 
@@ -123,6 +136,13 @@ def train_flow(model: nn.Module, x0: torch.Tensor, steps: int = 1000, batch_size
     """Train `model` by flow matching on the points x0 (n, 2) in training.train_loop (AdamW, cosine LR to 0).
     noise None: fresh noise for every batch (first round); noise (n, 2): the noise paired with each row of x0
     (reflow). sigma_options: sigma_kind ('uniform', 'logit_normal'), m, s, shift. Returns every step's loss."""
+    _checks.module(model)
+    if not isinstance(x0, torch.Tensor) or x0.ndim != 2 or not x0.dtype.is_floating_point:
+        raise ValueError(f"x0 must be a float tensor of points (n, dim), got "
+                         f"{tuple(getattr(x0, 'shape', ())) or type(x0).__name__}")
+    _checks.tensor(x0, "x0", finite=True)
+    _checks.integer(steps, "steps", 1)
+    seed = _checks.seed(seed)
     batch_fn = flow_batch_fn(x0, batch_size, noise=noise, **sigma_options)
     return train_loop(model, flow_loss_fn(mlp_denoiser(model)), batch_fn, steps=steps, lr=lr,
                       generator=torch.Generator().manual_seed(seed), progress=progress, desc=desc)
@@ -134,8 +154,10 @@ def sample_paths(model: nn.Module, noise: torch.Tensor, steps: int = 50, shift: 
     """Euler trajectories from the noise (n, 2) (sigma = 1) to samples (sigma = 0) on flow_sigmas(steps, shift,
     spacing) (default: `steps` even steps), run on the model's device: a CPU tensor (steps + 1, n, 2),
     paths[0] = noise, paths[-1] = the samples."""
+    _checks.module(model)
     if not isinstance(noise, torch.Tensor) or noise.ndim != 2:
         raise ValueError(f"noise must be a tensor (n, dim), got {getattr(noise, 'shape', type(noise).__name__)}")
+    steps = _checks.integer(steps, "steps", 1)
     model.eval()
     x_T = noise.to(next(model.parameters()).device)
     states = flow_loop(mlp_denoiser(model), x_T, sigmas=flow_sigmas(steps, shift, spacing), progress=False)
@@ -152,7 +174,11 @@ def reflow_pairs(model: nn.Module, n: int, generator: torch.Generator | None = N
                  steps: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """Rectified flow's coupling (Liu et al. 2023): n noise points and where the model's ODE (`steps` Euler
     steps) takes each of them. Returns (noise, samples); train_flow(new, samples, noise=noise) reflows."""
-    noise = torch.randn((_count(n), 2), generator=generator)
+    n = _count(n)
+    _checks.module(model)
+    _checks.generator(generator)
+    _checks.integer(steps, "steps", 1)
+    noise = torch.randn((n, 2), generator=generator)
     return noise, generate(model, noise, steps)
 
 
@@ -192,6 +218,9 @@ def _discrepancy(k_ab, k_aa, k_bb, k_same: float, w_a, w_b) -> torch.Tensor:
 
 def _measure(generated, real, bandwidth, resamples: int | None = None, seed: int = 0) -> Estimate:
     a, b = _points(generated, "generated"), _points(real, "real")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"real must have the dimension of generated ({a.shape[1]}), got {b.shape[1]}")
+    seed = _checks.seed(seed)
     *kernels, k_same = _kernels(a, b, bandwidth)
     n, m = a.shape[0], b.shape[0]
     value = float(_discrepancy(*kernels, k_same, torch.ones(1, n, dtype=torch.float64),
@@ -252,6 +281,8 @@ def straightness(paths: torch.Tensor, sigmas) -> torch.Tensor:
     """Liu et al. (2023)'s straightness of each path, sum_k |d sigma_k| || u - d_k ||^2 with d_k = (x_{k+1} - x_k)
     / (sigma_{k+1} - sigma_k) the velocity on step k and u = (x_end - x_start) / (sigma_end - sigma_start) the
     constant velocity of the straight line between the ends. (n,) float64; 0 for a straight, evenly run path."""
+    if sigmas is None:
+        raise ValueError("sigmas must hold one sigma per state of the paths, got None")
     paths, sigmas = _paths(paths, sigmas)
     d_sigma = (sigmas[1:] - sigmas[:-1]).reshape(-1, 1, 1)
     d = (paths[1:] - paths[:-1]) / d_sigma                                # (steps, n, dim)
@@ -269,5 +300,6 @@ def path_length_ratio(paths: torch.Tensor) -> torch.Tensor:
 def path_estimates(paths: torch.Tensor, sigmas, seed: int = 0) -> dict[str, Estimate]:
     """{'straightness': the mean over paths, 'length_ratio': the median over paths (a path that ends near where it
     began has a huge ratio, which a mean would follow)}, each with a 95% bootstrap interval."""
+    _checks.seed(seed)
     return dict(straightness=bootstrap_interval(straightness(paths, sigmas).numpy(), seed=seed),
                 length_ratio=bootstrap_interval(path_length_ratio(paths).numpy(), statistic=np.median, seed=seed))

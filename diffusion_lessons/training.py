@@ -22,11 +22,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import re
 import shutil
 import signal
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +37,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from . import _checks
 from .data import NULL_LABEL
 from .device import pick_device
 from .guidance import drop_labels
@@ -50,6 +53,10 @@ def loss_target(schedule: NoiseSchedule, x0: torch.Tensor, eps: torch.Tensor, t:
     """What the network is trained to output: eps, v = sqrt(abar) eps - sqrt(1 - abar) x0
     (Salimans and Ho 2022) or x0 itself ('sample'), as in diffusers' training examples."""
     check_prediction_type(prediction_type)
+    _checks.tensor(x0, "x0", floating=True)
+    if not isinstance(eps, torch.Tensor) or eps.shape != x0.shape:
+        raise ValueError(f"eps must be a tensor with the shape of x0 {tuple(x0.shape)}, got "
+                         f"{tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__}")
     if prediction_type == "epsilon":
         return eps
     if prediction_type == "sample":
@@ -65,8 +72,7 @@ def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float | Non
     None (no weighting) when gamma is None."""
     if gamma is None:
         return None
-    if not gamma > 0:
-        raise ValueError(f"snr_gamma must be > 0 or None, got {gamma!r}")
+    _checks.number(gamma, "gamma (snr_gamma)", above=0)
     snr = schedule.snr[t.cpu()].float()
     clipped = snr.clamp(max=gamma)
     if prediction_type == "epsilon":
@@ -81,7 +87,15 @@ def draw_noise(schedule: NoiseSchedule, x0: torch.Tensor, labels: torch.Tensor |
     """The randomness of one diffusion_loss batch, in this order: t ~ U{0..T-1} (unless given), eps ~ N(0, I)
     shaped like x0 (drawn on the CPU generator, then moved to x0's device), labels after dropout (NULL_LABEL
     for all when labels is None). Returns dict(x0, t, eps, labels) for noise_loss; row i is sample i."""
+    _checks.tensor(x0, "x0", floating=True)
+    _checks.generator(generator)
     batch, device = x0.shape[0], x0.device
+    if labels is not None:
+        labels = _check_labels(labels, batch)
+    if t is not None:
+        t = schedule.check_t(t)
+        if t.numel() != batch:
+            raise ValueError(f"t must hold one timestep per sample ({batch}), got {t.numel()}")
     if t is None:
         t = torch.randint(0, schedule.num_steps, (batch,), generator=generator)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(device)
@@ -89,6 +103,15 @@ def draw_noise(schedule: NoiseSchedule, x0: torch.Tensor, labels: torch.Tensor |
         labels = torch.full((batch,), NULL_LABEL, dtype=torch.long)
     labels = drop_labels(labels.cpu(), p_uncond, generator)   # label dropout, drawn on the CPU generator
     return dict(x0=x0, t=t, eps=eps, labels=labels)
+
+
+def _check_labels(labels, batch: int) -> torch.Tensor:
+    """Class labels 0..NULL_LABEL, one per sample, as a CPU int64 tensor (a label the model has no embedding for
+    is refused here, not as an IndexError inside the network)."""
+    labels = _checks.labels(_checks.tensor(labels, "labels", ndim=1), "labels", NULL_LABEL + 1).cpu()
+    if labels.shape[0] != batch:
+        raise ValueError(f"labels must hold one label per image ({batch}), got {labels.shape[0]}")
+    return labels
 
 
 def noise_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
@@ -114,6 +137,8 @@ def diffusion_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Te
     """L_simple on one batch: draw_noise (t ~ U{0..T-1} or the given t, eps ~ N(0, I), label dropout with
     probability p_uncond; labels None = unconditional), then noise_loss (MSE against eps, v or x0 by
     prediction_type, optionally min-SNR weighted)."""
+    _checks.tensor(x0, "x0", floating=True, finite=True)
+    check_prediction_type(prediction_type)
     drawn = draw_noise(schedule, x0, labels, p_uncond, generator, t)
     return noise_loss(model, schedule, **drawn, prediction_type=prediction_type, snr_gamma=snr_gamma)
 
@@ -127,7 +152,8 @@ class EMA:
     def __init__(self, model: torch.nn.Module, max_decay: float = 0.999):
         from diffusers.training_utils import EMAModel
 
-        if not 0.0 <= max_decay < 1.0:
+        _checks.module(model)
+        if isinstance(max_decay, bool) or not isinstance(max_decay, (int, float)) or not 0.0 <= max_decay < 1.0:
             raise ValueError(f"max_decay must lie in [0, 1), got {max_decay!r}")
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.averager = EMAModel(model.parameters(), decay=max_decay, foreach=True)
@@ -174,12 +200,26 @@ def cosine_lr(optimizer: torch.optim.Optimizer, steps: int, warmup: int = 0) -> 
     falls from its start value to 0 on a half cosine by step `steps`."""
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    steps = _checks.integer(steps, "steps", 1)
+    warmup = _checks.integer(warmup, "warmup", 0, steps)
     return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup, num_training_steps=steps)
 
 
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
                    lr_scheduler=None, ema: EMA | None = None, max_grad_norm: float | None = 1.0) -> None:
     """Backward, clip the gradient norm, step the optimizer, then the LR schedule and the EMA."""
+    _checks.module(model)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
+        raise ValueError(f"loss must be a one-number tensor that requires grad (the output of diffusion_loss), "
+                         f"got {loss if not isinstance(loss, torch.Tensor) else f'a tensor of shape {tuple(loss.shape)}'}")
+    if max_grad_norm is not None:
+        _checks.number(max_grad_norm, "max_grad_norm", above=0)
+    if ema is not None and not isinstance(ema, EMA):
+        raise ValueError(f"ema must be an EMA or None, got {type(ema).__name__}")
     loss.backward()
     if max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -221,8 +261,9 @@ def launched_distributed() -> bool:
 def training_device(device: torch.device | str | None = None) -> torch.device:
     """The device a training run uses: this process's device under a multi-process launch (its GPU, or the CPU
     where there is none or ACCELERATE_USE_CPU is set; accelerate's PartialState), else `device` or pick_device()."""
+    device = _checks.optional_device(device)
     if not launched_distributed():
-        return torch.device(device) if device is not None else pick_device()
+        return device if device is not None else pick_device()
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
@@ -266,6 +307,16 @@ class Checkpointing:
     resume: bool = False         # continue from the newest step-N/ in folder
     keep: int = 2                # how many of the newest checkpoints stay on disk
     config: dict = field(default_factory=dict)  # settings that must match on resume (the recipe's options)
+
+    def __post_init__(self):
+        if not isinstance(self.folder, (str, os.PathLike)):
+            raise ValueError(f"folder must be a path (OUT/checkpoints), got {type(self.folder).__name__}")
+        if self.every is not None:
+            _checks.integer(self.every, "every", 1)
+        _checks.flag(self.resume, "resume")
+        _checks.integer(self.keep, "keep", 1)
+        if not isinstance(self.config, dict):
+            raise ValueError(f"config must be a dict of settings, got {type(self.config).__name__}")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -405,7 +456,11 @@ def _run_steps(accelerator, model, wrapped, optimizer, lr_scheduler, ema, batch_
             stopping = checkpointing is not None and _agreed(accelerator, stop["signal"] is not None, device)
             due = checkpointing is not None and checkpointing.every and state.step % checkpointing.every == 0
             if state.step % log_every == 0 or state.step == steps or due or stopping:
-                state.losses += _mean_over_processes(accelerator, pending)
+                new = _mean_over_processes(accelerator, pending)
+                if not all(math.isfinite(v) for v in new) and all(math.isfinite(v) for v in state.losses):
+                    warnings.warn(f"the training loss is not finite ({new[-1]}) by step {state.step}: look for NaN or "
+                                  f"inf in the data and try a smaller lr", RuntimeWarning, stacklevel=3)
+                state.losses += new
                 pending = []
                 bar.set_postfix(loss=f"{sum(state.losses[-log_every:]) / len(state.losses[-log_every:]):.4f}")
             if due or stopping:
@@ -464,8 +519,8 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 def _check_loop_args(model, steps, lr, generator, checkpointing) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+    _checks.module(model)
+    _checks.number(lr, "lr", above=0)
     if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
         raise ValueError(f"generator must be a CPU torch.Generator, got {generator!r}")
     if not any(p.requires_grad for p in model.parameters()):
@@ -492,6 +547,8 @@ CHECKPOINT_CONFIG = "loop.json"
 
 def checkpoints(folder: Path) -> list[Path]:
     """The complete checkpoints step-N/ in folder, oldest first (a half-written one is never named step-N)."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise ValueError(f"folder must be a path (OUT/checkpoints), got {type(folder).__name__}")
     found = [(int(m.group(1)), p) for p in Path(folder).glob("step-*")
              if (m := CHECKPOINT.fullmatch(p.name)) and (p / CHECKPOINT_CONFIG).is_file()]
     return [p for _, p in sorted(found)]
@@ -501,6 +558,14 @@ def save_checkpoint(accelerator, checkpointing: Checkpointing, step: int, config
     """accelerate's save_state (model, optimizer, RNG states and the registered LR schedule, EMA and loop state)
     into a hidden folder, then renamed to step-N/ on the main process: a crash never leaves half a checkpoint
     under a step-N name. Keeps the newest checkpointing.keep checkpoints."""
+    _checks.integer(step, "step", 0)
+    if not isinstance(checkpointing, Checkpointing):
+        raise ValueError(f"checkpointing must be a Checkpointing, got {type(checkpointing).__name__}")
+    if not all(hasattr(accelerator, a) for a in ("save_state", "is_main_process", "wait_for_everyone")):
+        raise ValueError(f"accelerator must be an accelerate.Accelerator (make_accelerator), got "
+                         f"{type(accelerator).__name__}")
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict of settings, got {type(config).__name__}")
     final = Path(checkpointing.folder) / f"step-{step}"
     partial = final.with_name(f".step-{step}.partial")
     if accelerator.is_main_process:
@@ -539,15 +604,14 @@ def _resume(accelerator, checkpointing: Checkpointing, config: dict, ema: EMA | 
 def _check_fit_args(x0: torch.Tensor, labels, steps: int, batch_size: int, lr: float, p_uncond: float) -> None:
     if not isinstance(x0, torch.Tensor) or x0.ndim != 4 or not x0.dtype.is_floating_point:
         raise ValueError(f"x0 must be a float tensor (N, C, H, W), got {getattr(x0, 'shape', type(x0))}")
-    if labels is not None and (labels.ndim != 1 or labels.shape[0] != x0.shape[0]):
-        raise ValueError(f"labels must have shape ({x0.shape[0]},), got {tuple(labels.shape)}")
+    if labels is not None:
+        _check_labels(labels, x0.shape[0])
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not 0.0 <= p_uncond <= 1.0:
-        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond!r}")
+    _checks.number(lr, "lr", above=0)
+    _checks.number(p_uncond, "p_uncond", 0, 1)
+    _checks.tensor(x0, "x0", finite=True)   # one NaN would make every loss NaN
 
 
 def fit(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = None, *, steps: int = 500,
@@ -559,8 +623,14 @@ def fit(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = 
     (the global batch) in train_loop (AdamW, cosine-decayed LR, EMA if given), on training_device(device); the bar
     shows the recent mean loss. Returns the loss of every step. schedule: default make_schedule('cosine'); ema: an
     EMA(model) (it moves too); accelerator: make_accelerator()'s (default: a plain one for the device)."""
+    _checks.module(model)
     _check_fit_args(x0, labels, steps, batch_size, lr, p_uncond)
     check_prediction_type(prediction_type)
+    seed = _checks.seed(seed)
+    if schedule is not None and not isinstance(schedule, NoiseSchedule):
+        raise ValueError(f"schedule must be a NoiseSchedule (make_schedule) or None, got {type(schedule).__name__}")
+    if ema is not None and not isinstance(ema, EMA):
+        raise ValueError(f"ema must be an EMA or None, got {type(ema).__name__}")
     schedule = schedule or make_schedule("cosine")
     device = training_device(device)
     model.to(device)
@@ -578,6 +648,8 @@ def fit(model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None = 
     def loss_fn(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return noise_loss(model, schedule, **batch, prediction_type=prediction_type, snr_gamma=snr_gamma)
 
+    for trained in (model, ema.model if ema is not None else None):   # sampling checks the schedule against it
+        _checks.mark_trained_timesteps(trained, schedule.num_steps)
     return train_loop(model, loss_fn, batch_fn, steps=steps, lr=lr, generator=torch.Generator().manual_seed(seed),
                       ema=ema, progress=progress, log_every=log_every, accelerator=accelerator,
                       checkpointing=checkpointing)
@@ -589,6 +661,9 @@ def loss_by_timestep(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss at fixed timesteps (default 20 from 0 to T-1), averaged over x0: which noise levels are hard.
     Returns (t, loss) as CPU tensors; runs on the model's device."""
+    _checks.module(model)
+    if not isinstance(schedule, NoiseSchedule):
+        raise ValueError(f"schedule must be a NoiseSchedule (make_schedule), got {type(schedule).__name__}")
     device = next(model.parameters()).device
     if timesteps is None:
         timesteps = torch.linspace(0, schedule.num_steps - 1, 20).round().long()

@@ -35,6 +35,9 @@ from ..pretrained import ROOT as PRETRAINED
 RECORD_WINDOW = 100  # final_loss: the mean over the last this-many steps
 
 
+SEED_MAX = 2**32 - 1   # NumPy's seed range; torch takes these and the seed + k the recipes derive
+
+
 def make_parser(name: str, description: str, settings: dict[str, dict[str, int]],
                 seed: int = 0) -> argparse.ArgumentParser:
     """The shared options, plus --KEY for every setting (ints per profile, e.g. steps, batch_size)."""
@@ -77,6 +80,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None, name: str, se
     check_out). out_needed_by: a flag (dest name) that reads an earlier run, so --out must be given with it (as
     with --resume). outputs: the files and folders the recipe writes in OUT."""
     args = parser.parse_args(argv)
+    if not 0 <= args.seed <= SEED_MAX:
+        parser.error(f"--seed must be an int in [0, 2**32 - 1], got {args.seed}")
     for flag in (out_needed_by, "resume"):
         if flag and getattr(args, flag) and args.out is None:
             parser.error(f"--{flag.replace('_', '-')} needs --out, the folder of " +
