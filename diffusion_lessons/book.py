@@ -46,6 +46,8 @@ LESSONS = (
     Lesson("08_flow_matching", "Flow matching and rectified flow",
            "straight paths from noise to data: the velocity target, Euler steps, reflow to one step, SD3's timestep "
            "shift and logit-normal draw"),
+    Lesson("09_samplers", "Samplers", "one model, many solvers: Euler, Heun, DPM-Solver++, UniPC, DDIM; Karras sigmas, "
+           "trailing spacing, zero terminal SNR; quality against model evaluations"),
 )
 
 
