@@ -365,6 +365,9 @@ def test_reflow_pairs_are_the_teachers_own_samples_of_their_noise():
     again = flow.sample_with_flow_scheduler(teacher, digits_flow.make_scheduler(), labels[:4], x_T=noise[:4],
                                             sigmas=[1.0, 2 / 3, 1 / 3])
     assert torch.allclose(samples[:4], again, atol=1e-6)
+    unconditional = flow.sample_with_flow_scheduler(teacher, digits_flow.make_scheduler(), [0, 0], 2, 0.0,
+                                                    x_T=noise[20:22], sigmas=[1.0, 2 / 3, 1 / 3])
+    assert torch.allclose(samples[20:22], unconditional, atol=1e-6)   # the null label's flow
 
 
 def test_reflow_recipe_starts_from_its_teacher_and_records_it(tmp_path):

@@ -32,7 +32,7 @@ from . import common, digits_flow
 
 NAME = "digits-reflow"
 TEACHER = ROOT / "digits-flow"
-SETTINGS = {"quick": dict(steps=2000, pairs=10_000, pair_steps=25),
+SETTINGS = {"quick": dict(steps=1500, pairs=8000, pair_steps=20),
             "full": dict(steps=4000, pairs=40_000, pair_steps=50)}
 LR = 5e-4               # a fine-tune of the teacher: a quarter of its learning rate
 PAIR_GUIDANCE = 1.0     # the teacher's conditional flow, unguided: guidance is applied when sampling
@@ -65,9 +65,20 @@ def make_pairs(teacher: torch.nn.Module, scheduler, pairs: int, steps: int, seed
     samples = []
     for start in tqdm(range(0, len(labels), PAIR_CHUNK), desc="reflow pairs", disable=not progress):
         chunk = slice(start, start + PAIR_CHUNK)
-        samples.append(sample_with_flow_scheduler(teacher, scheduler, labels[chunk], guidance_scale=PAIR_GUIDANCE,
-                                                  x_T=noise[chunk], sigmas=sigmas).cpu())
+        samples.append(torch.cat([_draw(teacher, scheduler, labels[chunk][part], noise[chunk][part], sigmas)
+                                  for part in (labels[chunk] != NULL_LABEL, labels[chunk] == NULL_LABEL)
+                                  if part.any()]).cpu())
     return noise, torch.cat(samples), labels
+
+
+def _draw(teacher, scheduler, labels, noise, sigmas) -> torch.Tensor:
+    """The teacher's samples for one kind of label: the conditional flow at PAIR_GUIDANCE, or, for the null
+    label, the unconditional flow (guidance 0 over any digit: v_uncond + 0 (v_cond - v_uncond) = v_uncond)."""
+    if (labels == NULL_LABEL).all():
+        return sample_with_flow_scheduler(teacher, scheduler, torch.zeros_like(labels), guidance_scale=0.0,
+                                          x_T=noise, sigmas=sigmas)
+    return sample_with_flow_scheduler(teacher, scheduler, labels, guidance_scale=PAIR_GUIDANCE, x_T=noise,
+                                      sigmas=sigmas)
 
 
 def main(argv: list[str] | None = None) -> dict | None:
