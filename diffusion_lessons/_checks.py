@@ -141,13 +141,19 @@ def prompts(value, name: str = "prompts") -> list[str]:
     return list(found)
 
 
-def labels(value, name: str, num_classes: int) -> torch.Tensor:
+def labels(value, name: str, num_classes: int, allow_empty: bool = True) -> torch.Tensor:
     """Integer class labels in [0, num_classes) as a 1-D int64 tensor (on the value's device)."""
-    found = torch.as_tensor(value) if isinstance(value, (int, list, tuple, np.ndarray, torch.Tensor)) else None
+    try:
+        found = torch.as_tensor(value) if isinstance(value, (int, np.integer, list, tuple, np.ndarray,
+                                                             torch.Tensor)) else None
+    except (TypeError, ValueError, RuntimeError):
+        found = None
     if found is None or found.dtype.is_floating_point or found.dtype == torch.bool or found.is_complex():
         raise ValueError(f"{name} must be integer labels in [0, {num_classes}), got "
                          f"{found.dtype if found is not None else type(value).__name__}")
     found = found.reshape(-1).long()
+    if not allow_empty and not found.numel():
+        raise ValueError(f"{name} must hold at least one label, got none")
     if found.numel() and (int(found.min()) < 0 or int(found.max()) >= num_classes):
         raise ValueError(f"{name} must be integer labels in [0, {num_classes}), got values from {int(found.min())} "
                          f"to {int(found.max())}")

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import _checks
 from .data import NULL_LABEL
-from .guidance import check_labels, check_scales, drop_labels, guided_denoiser
+from .guidance import check_scales, drop_labels, guided_denoiser
 from .loop import Denoiser, unet_denoiser
 from .sigmas import NUM_TRAIN_TIMESTEPS, SIGMA_SAMPLERS, draw_sigmas, flow_sigmas
 
@@ -278,7 +278,8 @@ def flow_sample(model: torch.nn.Module, labels: torch.Tensor, steps: int = 50, g
                 spacing: str = "diffusers", progress: bool = False) -> torch.Tensor:
     """Class-conditional samples of a flow UNet2DModel with the package's loop: flow_sigmas(steps, shift, spacing),
     classifier-free guidance over NULL_LABEL (guidance.guided_denoiser); x_T drawn on the CPU generator."""
-    labels, sigmas = check_labels(labels), flow_sigmas(_checks.integer(steps, "steps", 1), shift, spacing)
+    labels = _checks.labels(labels, "labels", NULL_LABEL + 1, allow_empty=False)   # NULL_LABEL: unconditional
+    sigmas = flow_sigmas(_checks.integer(steps, "steps", 1), shift, spacing)
     check_scales(guidance_scale)
     _checks.generator(generator)
     _check_flow_unet(model, "model")
@@ -318,7 +319,7 @@ def sample_with_flow_scheduler(unet: torch.nn.Module, scheduler, labels, num_inf
     if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
         raise ValueError(f"scheduler must be a FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}")
     _checks.integer(num_inference_steps, "num_inference_steps", 1)
-    labels = check_labels(labels)
+    labels = _checks.labels(labels, "labels", NULL_LABEL + 1, allow_empty=False)   # NULL_LABEL: unconditional
     _checks.generator(generator)
     if sigmas is not None:
         _check_ladder(list(sigmas) + [0.0])
