@@ -48,6 +48,9 @@ LESSONS = (
            "shift and logit-normal draw"),
     Lesson("09_samplers", "Samplers", "one model, many solvers: Euler, Heun, DPM-Solver++, UniPC, DDIM; Karras sigmas, "
            "trailing spacing, zero terminal SNR; quality against model evaluations"),
+    Lesson("10_diffusion_transformers", "Diffusion transformers",
+           "images as patches: DiT with adaLN-Zero against the U-Net, scaling with compute, SD3's joint text-image "
+           "attention"),
 )
 
 
@@ -62,6 +65,8 @@ def _check_seconds(value, where: str) -> float | None:
 def load_lesson_times(path: str | Path | None = None) -> dict:
     """benchmarks/lesson_times.json as {"cpu": {stem: s}, "gpu": {stem: s}, "cpu_machine", "gpu_machine"};
     a missing file gives empty tables and no machines. Malformed content raises ValueError."""
+    if path is not None and not isinstance(path, (str, Path)):
+        raise ValueError(f"path must be None or a path (str or pathlib.Path), got {type(path).__name__}")
     path = Path(TIMES_PATH if path is None else path)
     raw = json.loads(path.read_text()) if path.exists() else {}
     if not isinstance(raw, dict):
@@ -81,6 +86,7 @@ def format_seconds(seconds: float | None) -> str:
     """'45 s', '2.5 min' or 'not measured yet' (None)."""
     if seconds is None:
         return NOT_MEASURED
+    seconds = _check_seconds(seconds, "seconds")
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
@@ -92,6 +98,9 @@ def lesson_table(path: str | Path | None = None, lessons: Sequence[Lesson] = LES
                  link_suffix: str | None = ".ipynb") -> str:
     """A markdown table of the lessons with their measured times on a CPU and a GPU, then a line naming
     the machines. link_suffix: each lesson links to stem + suffix (".ipynb", ".html"), None = no links."""
+    if isinstance(lessons, (str, bytes)) or not all(isinstance(x, Lesson) for x in lessons):
+        raise ValueError("lessons must be a sequence of book.Lesson (e.g. book.LESSONS), got "
+                         f"{type(lessons).__name__}")
     times = load_lesson_times(path)
     rows = ["| lesson | idea | 2-core CPU | GPU |", "|---|---|---|---|"]
     for lesson in lessons:

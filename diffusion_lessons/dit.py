@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _checks
 from .data import DIGITS_SIZE, NUM_DIGIT_CLASSES
 
 # the sizes of lesson 10's scaling study: (attention heads, width per head, depth); width = heads x head width
@@ -41,6 +42,7 @@ def digits_dit_config(size: str = DIT_SIZE) -> dict:
 def no_label_dropout(model: torch.nn.Module) -> torch.nn.Module:
     """Switch off diffusers' built-in class-label dropout in every adaLN-Zero block (it draws from the global
     torch RNG in training mode); the book's loop drops labels itself. Returns the model."""
+    _checks.module(model)
     for module in model.modules():
         if type(module).__name__ == "LabelEmbedding":
             module.dropout_prob = 0.0
@@ -52,6 +54,9 @@ def zero_init(model: torch.nn.Module) -> torch.nn.Module:
     apply (its DiT is made to load trained weights): every block's modulation layer (scale, shift, gate) and the
     final layer's modulation and projection start at zero, so each block starts as the identity and the whole
     network outputs 0. Returns the model."""
+    _checks.module(model)
+    if not hasattr(model, "transformer_blocks") or not hasattr(model, "proj_out_2"):
+        raise ValueError(f"model must be a DiTTransformer2DModel, got {type(model).__name__}")
     with torch.no_grad():
         layers = [block.norm1.linear for block in model.transformer_blocks] + [model.proj_out_1, model.proj_out_2]
         for layer in layers:
@@ -99,6 +104,12 @@ def unpatchify(patches: torch.Tensor, height: int, width: int, channels: int = 1
     if not isinstance(patches, torch.Tensor) or patches.ndim != 3:
         raise ValueError(f"patches must be a (batch, tokens, values) tensor, got "
                          f"{tuple(patches.shape) if isinstance(patches, torch.Tensor) else type(patches).__name__}")
+    height = _checks.integer(height, "height", 1)
+    width = _checks.integer(width, "width", 1)
+    channels = _checks.integer(channels, "channels", 1)
+    patch_size = _checks.integer(patch_size, "patch_size", 1)
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"patch_size must divide height and width ({height}x{width}), got {patch_size}")
     p = patch_size
     b, n, d = patches.shape
     if n != (height // p) * (width // p) or d != channels * p * p:

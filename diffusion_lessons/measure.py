@@ -55,6 +55,8 @@ def model_hashes(folder: Path) -> dict[str, str]:
 
 def record_matches_model(record: dict, folder: Path) -> bool:
     """True when a measurements record was made on exactly the weights now in `folder`."""
+    if not isinstance(record, dict):
+        raise ValueError(f"record must be a dict (a measurements.json read with json), got {type(record).__name__}")
     return record.get("model_sha256") == model_hashes(folder)
 
 
@@ -149,8 +151,11 @@ def measure_digits(folder: Path, per_label: int, progress: bool = True, workers:
     few-step row (DDIM, trailing, guidance 3); for a flow model (FLOW_MODELS) lesson 08's few-step rows (even
     Euler ladders and the scheduler's own, guidance 3). groups: only these groups of settings.
     workers > 1 shares the settings among processes (one torch thread each); the figures do not change."""
-    from . import evaluation
+    from . import _checks, evaluation
 
+    per_label = _checks.integer(per_label, "per_label", 2)
+    workers = _checks.integer(workers, "workers", 1)
+    _checks.choice(name, "name", MODELS)
     settings = [s for s in _settings(name) if groups is None or s[0] in groups]
     if not settings:
         raise ValueError(f"groups must name groups of the {name} settings "

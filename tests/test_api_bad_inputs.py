@@ -542,16 +542,7 @@ def test_no_arguments_really_take_none():
 
 # Rows whose function does not yet refuse the input cleanly, in modules another change owns: expected to fail
 # (strict, so a fix shows up as an unexpected pass and the entry must go). Keys: 'module.name-row'.
-KNOWN_GAPS = {
-    "book.format_seconds-0": "a negative number of seconds is formatted",
-    "book.lesson_table-0": "a string for lessons fails with an AttributeError",
-    "book.load_lesson_times-0": "a non-path fails inside pathlib",
-    "dit.no_label_dropout-0": "a non-module fails with an AttributeError",
-    "dit.zero_init-0": "a non-module fails with an AttributeError",
-    "dit.unpatchify-1": "height 0 is reported as a patches shape mismatch, not as height",
-    "measure.record_matches_model-0": "a non-dict record fails with an AttributeError",
-    "measure.measure_digits-0": "per_label 0 is reported as an empty labels list from guidance",
-}
+KNOWN_GAPS: dict[str, str] = {}   # "name-i": why a row is a known gap (strict xfail)
 
 ROWS = [pytest.param(name, i, arg, call, missing, id=f"{name}-{i}-{arg}",
                      marks=[pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[f"{name}-{i}"])]
