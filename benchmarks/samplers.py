@@ -9,8 +9,8 @@ cost 2N - 1), plus DDIM at 50 steps as the book's reference and DDIM trailing wi
 fidelity and rough share (Wilson 95% intervals), diversity (bootstrap 95%), the evaluations actually made.
 Writes benchmarks/samplers/digits.json with the weights' SHA-256, the command, date, hardware and wall time.
 
-    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/samplers.py                 # about 15 min on one CPU thread
-    python benchmarks/samplers.py --per-label 2 --budgets 5 --out /tmp/s.json      # a smoke run
+    nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/samplers.py   # 781 evaluations of 400 digits: 15-20 min, one thread
+    python benchmarks/samplers.py --per-label 2 --budgets 2 3 --out /tmp/s.json    # a smoke run (20 s)
 """
 
 from __future__ import annotations
