@@ -19,7 +19,12 @@ shipped FlowMatchEulerDiscreteScheduler, guidance 3 (flow.sample_with_flow_sched
 fidelity and rough with Wilson intervals, diversity with a bootstrap interval); paired bootstrap intervals of the
 final held-out-loss differences between models (same digits, same draws); and training steps/s of all four
 measured back to back, twice in turn, on the same machine state. Writes benchmarks/dit-scaling/digits.json
-(written after each model too, so a stopped run leaves what it finished). Run on a 2-core CPU with one thread:
+(written after each model too, so a stopped run leaves what it finished).
+
+The points along one run are not annealed (the learning rate decays to 0 only at the run's end), so a mid-run point of
+a large model is not a fair partner for the last point of a small one. --equal-compute therefore trains the three DiTs
+to the same training compute (the small one's at --steps), each with its own schedule, and writes
+benchmarks/dit-scaling/digits-equal-compute.json. Run on a 2-core CPU with one thread:
 OMP_NUM_THREADS=1 python benchmarks/dit_scaling.py (about 25 minutes).
 """
 
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 
 OUT = Path(__file__).resolve().parent / "dit-scaling" / "digits.json"
+EQUAL_OUT = OUT.with_name("digits-equal-compute.json")
 MODELS = ("small", "base", "large", "unet")
 BATCH_SIZE = 128
 K = 4                       # (sigma, noise) draws per held-out digit
@@ -99,9 +105,9 @@ def step_flops(model: torch.nn.Module, loss_fn, batch_fn) -> int:
     return counter.get_total_flops()
 
 
-def train_one(name: str, steps: int, held: dict, data) -> tuple[dict, torch.nn.Module, np.ndarray]:
-    """Train one model for `steps`, evaluating at points(steps); return its record, the model and the final
-    per-digit held-out losses."""
+def train_one(name: str, steps: int, held: dict, data, along: bool = True) -> tuple[dict, torch.nn.Module, np.ndarray]:
+    """Train one model for `steps`, evaluating at points(steps) (only at the end when not `along`); return its
+    record, the model and the final per-digit held-out losses."""
     from diffusion_lessons.flow import flow_batch_fn, flow_loss_fn
     from diffusion_lessons.loop import unet_denoiser
     from diffusion_lessons.models import count_parameters
@@ -113,7 +119,7 @@ def train_one(name: str, steps: int, held: dict, data) -> tuple[dict, torch.nn.M
     loss_fn = flow_loss_fn(unet_denoiser(model, "class_labels"))
     batches = flow_batch_fn(data[0], BATCH_SIZE, data[1], P_UNCOND)
     flops = step_flops(model, loss_fn, batches)
-    wanted, rows, clock = points(steps), [], dict(calls=0, eval_s=0.0)
+    wanted, rows, clock = (points(steps) if along else []), [], dict(calls=0, eval_s=0.0)
     last = None
 
     def evaluate(done: int) -> None:
@@ -189,6 +195,44 @@ def paired_differences(losses: dict) -> dict:
             for a, b in pairs if a in losses and b in losses}
 
 
+def equal_compute(argv_out: Path, steps: int) -> dict:
+    """--equal-compute: the three DiTs trained to the same training compute, the small one's for `steps` steps
+    (each run with its own cosine schedule over its own steps, so every final point is annealed), held-out loss at
+    the end with paired bootstrap intervals of the differences. Writes its own record."""
+    from diffusion_lessons.data import load_digits
+    from diffusion_lessons.flow import flow_batch_fn, flow_loss_fn
+    from diffusion_lessons.loop import unet_denoiser
+    from diffusion_lessons.recipes import common
+    from diffusion_lessons.recipes.digits_flow import P_UNCOND
+
+    started = time.perf_counter()
+    data, held = load_digits("train"), held_out_set()
+    per_step = {}
+    for name in ("small", "base", "large"):
+        model, _ = build(name)
+        per_step[name] = step_flops(model, flow_loss_fn(unet_denoiser(model, "class_labels")),
+                                    flow_batch_fn(data[0], BATCH_SIZE, data[1], P_UNCOND))
+    budget = per_step["small"] * steps
+    record = dict(benchmark="dit_scaling --equal-compute",
+                  command=f"OMP_NUM_THREADS=1 python benchmarks/dit_scaling.py --equal-compute --steps {steps}",
+                  date=datetime.date.today().isoformat(), hardware=common.hardware(torch.device("cpu")),
+                  threads=torch.get_num_threads(), budget_flops=budget,
+                  training="as the main record (same loop, batches, noise, learning rates), each run to the budget: "
+                           "steps = round(budget / FLOPs per step), cosine to 0 over its own steps",
+                  held_out="as the main record (n = 300 held-out digits, 4 fixed draws each)", models={})
+    losses = {}
+    for name in ("small", "base", "large"):
+        n_steps = max(1, round(budget / per_step[name]))
+        rec, _, losses[name] = train_one(name, n_steps, held, data, along=False)
+        record["models"][name] = dict(steps=n_steps, parameters=rec["parameters"], flops_per_step=per_step[name],
+                                      train_flops=per_step[name] * n_steps, held_out_loss=rec["points"][-1]["held_out_loss"])
+    record["loss_differences"] = paired_differences(losses)
+    record["wall_time_s"] = round(time.perf_counter() - started, 1)
+    argv_out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {argv_out}")
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict:
     from diffusion_lessons.data import load_digits
     from diffusion_lessons.evaluation import train_digit_classifier
@@ -196,8 +240,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps per model (default 300)")
-    parser.add_argument("--out", type=Path, default=OUT, help=f"the record (default {OUT})")
+    parser.add_argument("--out", type=Path, default=None, help=f"the record (default {OUT}, with --equal-compute "
+                                                                f"{EQUAL_OUT})")
+    parser.add_argument("--equal-compute", action="store_true",
+                        help="instead: the three DiTs trained to the small one's compute at --steps, each annealed")
     args = parser.parse_args(argv)
+    if args.equal_compute:
+        return equal_compute(args.out or EQUAL_OUT, args.steps)
+    args.out = args.out or OUT
     started = time.perf_counter()
     data, held = load_digits("train"), held_out_set()
     record = dict(
