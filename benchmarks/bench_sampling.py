@@ -1,5 +1,7 @@
 """Sampling speed: the package's sample loop against the loop of diffusers' pipelines on the same UNet,
-and classifier-free guidance as one batched pass against two separate passes.
+and classifier-free guidance as one batched pass against two separate passes (both in diffusers' loop;
+the package's loop guides with guided_denoiser's default batch_guidance='auto', which picks one of the
+two per device and batch size: docs/performance.md).
 
     python benchmarks/bench_sampling.py [--batch 80] [--steps 50] [--repeats 3]
 
@@ -54,6 +56,22 @@ def diffusers_loop(unet, scheduler: DDIMScheduler, labels, x_T, steps: int, guid
     return x
 
 
+def _auto_path(x: torch.Tensor) -> str:
+    """The path the package's guidance (guided_denoiser, batch_guidance='auto') takes for states like x."""
+    from diffusion_lessons.guidance import guided_denoiser
+
+    calls = []
+    null = torch.full((x.shape[0],), NULL_LABEL, device=x.device)
+    guided_denoiser(lambda x_in, t, c: calls.append(x_in.shape[0]) or x_in, 3.0, null)(x, torch.tensor(0), null)
+    return "one batched pass" if len(calls) == 1 else "two passes"
+
+
+def _load() -> float:
+    import os
+
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
 def _best_time(fn, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -78,7 +96,8 @@ def _compare(fns: dict, repeats: int, device: torch.device) -> dict[str, float]:
 def bench_sampling(batch: int = 80, steps: int = 50, repeats: int = 3, guidance_scale: float = 3.0,
                    device: torch.device | str | None = None) -> dict:
     """Seconds for the package's loop and diffusers' loop (unguided and guided), their ratios
-    (package / diffusers: <= 1 means not slower), and batched guidance against two passes."""
+    (package / diffusers: <= 1 means not slower), and batched guidance against two passes (diffusers' loop
+    both times: one pass on [x; x] against two passes on x; the package takes the path 'auto' picks)."""
     device = torch.device(device) if device is not None else pick_device()
     unet, scheduler, what = load_model(device)
     labels = torch.arange(batch, device=device) % 10
@@ -95,7 +114,9 @@ def bench_sampling(batch: int = 80, steps: int = 50, repeats: int = 3, guidance_
                 ratio=t["package"] / t["diffusers"], package_guided_s=t["package_guided"],
                 diffusers_guided_s=t["diffusers_guided"], ratio_guided=t["package_guided"] / t["diffusers_guided"],
                 two_passes_guided_s=t["two_passes_guided"],
-                batched_over_two_passes=t["package_guided"] / t["two_passes_guided"], max_abs_diff=max_diff)
+                batched_over_two_passes=t["diffusers_guided"] / t["two_passes_guided"],
+                package_guidance=_auto_path(x_T), load_average=_load(), torch_threads=torch.get_num_threads(),
+                max_abs_diff=max_diff)
 
 
 def format_table(r: dict) -> str:
@@ -104,10 +125,12 @@ def format_table(r: dict) -> str:
              f"best of {r['repeats']}",
              f"{'':34s}{'package':>10s}{'diffusers':>11s}{'ratio':>8s}",
              f"{'no guidance (s = 1)':34s}{r['package_s']:9.2f}s{r['diffusers_s']:10.2f}s{r['ratio']:8.2f}",
-             f"{'guidance s = %g, one batched pass' % r['guidance_scale']:34s}{r['package_guided_s']:9.2f}s"
+             f"{'guidance s = %g' % r['guidance_scale']:34s}{r['package_guided_s']:9.2f}s"
              f"{r['diffusers_guided_s']:10.2f}s{r['ratio_guided']:8.2f}",
-             f"batched guidance / two separate passes: {r['batched_over_two_passes']:.2f} "
-             f"({r['package_guided_s']:.2f}s vs {r['two_passes_guided_s']:.2f}s)",
+             f"batched guidance / two separate passes (diffusers' loop): {r['batched_over_two_passes']:.2f} "
+             f"({r['diffusers_guided_s']:.2f}s vs {r['two_passes_guided_s']:.2f}s); "
+             f"the package's guidance ran {r['package_guidance']}",
+             f"load average after the run: {r['load_average']:.2f}, {r['torch_threads']} torch threads",
              f"largest difference between the two loops' images: {r['max_abs_diff']:.2e}"]
     return "\n".join(lines)
 

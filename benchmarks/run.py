@@ -7,7 +7,9 @@ rerun on the same machine and device replaces its own section. Measured:
   lessons on this machine, else by executing them here in a fresh kernel);
 - training steps per second of the digits model (lessons 03-05) at the recipe's batch size;
 - benchmarks/bench_sampling.py: the package's sample loop against diffusers' pipeline loop,
-  batched guidance against two passes; benchmarks/bench_t2i.py: text-to-image time.
+  batched guidance against two passes; benchmarks/bench_t2i.py: text-to-image time;
+  benchmarks/bench_speed.py: guidance batched vs two passes per batch size (with the operator profile),
+  attention processor / channels-last on the sampler, FLOP/s and share of peak (docs/performance.md).
 A section whose module is missing prints "not available yet". Figures, not tests: nothing is asserted.
 """
 
@@ -30,7 +32,7 @@ sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "benchmarks")]
 import build_book  # noqa: E402  (tools/build_book.py: lesson discovery, execution, machine info)
 
 Row = tuple[str, str]
-BENCH_MODULES = {"bench_sampling": "sampling", "bench_t2i": "text to image"}
+BENCH_MODULES = {"bench_sampling": "sampling", "bench_t2i": "text to image", "bench_speed": "speed"}
 BENCH_FUNCTIONS = ("run", "benchmark", "bench", "measure")
 RESULTS_HEADER = """# Benchmark results
 

@@ -12,7 +12,9 @@ conditional prediction, away from the unconditional one. Negative guidance swaps
 unconditional branch for another label's prediction (the analogue of a negative prompt).
 
 Guidance is a wrapper around a denoiser (see loop): guided_denoiser(denoise, s, uncond) is again a
-denoiser, which runs ONE batched pass of [x; x] with [cond; uncond] and combines the two halves. The
+denoiser, which runs ONE batched pass of [x; x] with [cond; uncond] and combines the two halves (or, for
+large batches on a CPU, where two passes of x are faster, the same two predictions in two passes:
+batch_guidance, docs/performance.md). The
 digits pass class labels (uncond = NULL_LABEL or a negative label), text to image passes prompt
 embeddings (uncond = the empty prompt's), with the same rule at every s >= 0. (diffusers'
 StableDiffusionPipeline instead switches guidance off for s <= 1, so there s < 1 acts as s = 1.)
@@ -137,6 +139,7 @@ def check_guidance(labels: torch.Tensor, guidance_scale: float, negative_label=N
 # else two passes (measured on the digits UNet, 16x16x1 per sample: docs/performance.md).
 CPU_BATCHED_MAX_ELEMENTS = 16 * 16 * 16
 
+
 def _one_branch(guidance_scale: float, guidance_rescale: float) -> bool:
     """s = 1 needs only the conditional branch; s = 0 without rescale only the unconditional one."""
     return guidance_scale == 1.0 or (guidance_scale == 0.0 and guidance_rescale == 0.0)
@@ -174,9 +177,10 @@ def _check_batch_guidance(batch_guidance) -> bool | str:
 def _batched(x: torch.Tensor, batch_guidance: bool | str) -> bool:
     """Whether guided_denoiser runs one batched pass for the states x (else two passes).
     'auto': batched on a GPU (CUDA, MPS), where one large kernel launch beats two; on a CPU batched only
-    while x holds fewer than CPU_BATCHED_MAX_ELEMENTS numbers (per branch), because the doubled batch's
-    activations fall out of the CPU's caches and every memory-bound operator (GroupNorm, SiLU, the skip
-    additions and concatenations) then costs more per sample (measured: docs/performance.md)."""
+    while x holds fewer than CPU_BATCHED_MAX_ELEMENTS numbers (per branch): there a pass pays a fixed cost
+    that batching saves, but the doubled batch's activations outgrow the CPU's caches, and the
+    convolutions, the layout reorders around them and the elementwise operators then cost more per
+    sample (measured: docs/performance.md)."""
     if batch_guidance != "auto":
         return batch_guidance
     return x.device.type != "cpu" or x.numel() < CPU_BATCHED_MAX_ELEMENTS
