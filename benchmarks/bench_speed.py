@@ -196,6 +196,65 @@ def op_scaling(unet, batch: int, device: torch.device, top: int = 8, rounds: int
     return rows
 
 
+_ONEDNN_CHILD = """
+import sys, torch
+sys.path.insert(0, {bench!r})
+from bench_speed import load_digits
+torch.set_num_threads({threads})
+unet = load_digits(torch.device("cpu"))[0]
+inputs = {{b: (torch.randn(b, 1, 16, 16), torch.arange(b) % 10) for b in {batches!r}}}
+with torch.no_grad():
+    for b, (x, labels) in inputs.items():
+        unet(x, torch.tensor(500), class_labels=labels)
+    for _ in range({rounds}):
+        for b, (x, labels) in inputs.items():
+            print("=====MARK", b, flush=True)
+            unet(x, torch.tensor(500), class_labels=labels)
+"""
+
+
+def onednn_breakdown(batches=(40, 80, 160), rounds: int = 9, threads: int = 1) -> dict:
+    """Microseconds per sample of oneDNN's convolutions (by input size) and layout reorders at each batch,
+    from ONEDNN_VERBOSE=1 in a child process: the batches interleaved, the fastest round of every primitive."""
+    import collections
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = _ONEDNN_CHILD.format(bench=str(Path(__file__).resolve().parent), threads=threads,
+                                batches=tuple(batches), rounds=rounds)
+    load = load_average()
+    text = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ONEDNN_VERBOSE": "1"},
+                          capture_output=True, text=True, check=True).stdout
+    runs: dict[int, list[list[tuple[str, float]]]] = collections.defaultdict(list)
+    current = None
+    for line in text.splitlines():
+        if line.startswith("=====MARK"):
+            current = []
+            runs[int(line.split()[1])].append(current)
+        elif current is not None and line.startswith("onednn_verbose") and ",exec," in line:
+            f = line.split(",")
+            if f[5] == "reorder":
+                kind = ("reorder conv output blocked->NCHW" if "aBcd16b::f0 dst:f32::blocked:abcd" in f[8] else
+                        "reorder conv input NCHW->blocked" if "abcd::f0 dst:f32::blocked:aBcd16b" in f[8] else
+                        "reorder weights")
+            else:
+                size = re.search(r"ih(\d+)", f[-2])
+                kind = f"{f[5]} reading {size.group(1)}x{size.group(1)}" if size else f[5]
+            current.append((kind, float(f[-1])))
+    out: dict = {}
+    for b, blocks in runs.items():
+        n = min(len(block) for block in blocks)
+        sums: dict[str, float] = collections.defaultdict(float)
+        for i in range(n):
+            sums[blocks[0][i][0]] += min(block[i][1] for block in blocks)
+        sums["all primitives"] = sum(v for k, v in sums.items())
+        out[f"B={b}"] = {k: f"{1000 * v / b:.0f} us/sample" for k, v in sorted(sums.items())}
+    out["conditions"] = f"load {load:.2f}-{load_average():.2f}, {threads} thread{'s' if threads != 1 else ''}, " \
+                        f"fastest of {rounds} interleaved rounds"
+    return out
+
+
 def bench_cfg(unet, device: torch.device, batches=(4, 16, 40, 80), repeats: int = 7,
               guidance_scale: float = 3.0, profile_batch: int | None = 80) -> dict:
     """Milliseconds per guided network evaluation: one pass of [x; x] (2B) against two passes of B."""
@@ -415,9 +474,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the cfg and attention sections (default: torch's, the core count)")
     parser.add_argument("--utilisation-threads", default="1,2", help="thread counts the utilisation section compares")
+    parser.add_argument("--onednn", default=None, metavar="B,B,...",
+                        help="only oneDNN's per-primitive times per sample at these batches (ONEDNN_VERBOSE, 1 thread)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.onednn:
+        result = onednn_breakdown(tuple(int(b) for b in args.onednn.split(",")))
+        print_nested(result)
+        return result
     sections = tuple(s.strip() for s in re.split(r"[,\s]+", args.sections) if s.strip())
     result = bench_speed(sections=sections, compile_model=args.compile, repeats=args.repeats,
                          utilisation_threads=tuple(int(n) for n in args.utilisation_threads.split(",")))
