@@ -20,7 +20,7 @@ from ..models import count_parameters
 from . import digits_flow
 
 NAME = "digits-dit"
-STEPS = {"quick": 3000, "full": 6000}
+STEPS = {"quick": 2000, "full": 6000}
 LR = 1e-3      # AdamW; the U-Net's 2e-3 is on the high side for a transformer
 SETTINGS = {profile: dict(steps=steps) for profile, steps in STEPS.items()}
 
