@@ -197,7 +197,8 @@ def run_record(name: str, args: argparse.Namespace, settings: dict, *, data: dic
                loop: dict, losses: list[float], train_s: float, device: torch.device, quality: dict | None,
                eval_s: float | None, started: float, **details) -> dict:
     """The recipe record: what ran (model, command, data, seed, steps, batch, loop settings, the recipe's
-    details), how long (wall_time_s: training; eval_time_s; total_time_s since `started`), on what
+    details), how long (wall_time_s: training in this process, which after --resume covers only the steps
+    after resumed_from_step, and steps_per_s over those; eval_time_s; total_time_s since `started`), on what
     (hardware, device, platform, versions), how far (first and final loss) and how well (quality, None
     with --skip-eval). Older names that the shipped records and the lessons read are repeated at the end."""
     tail = losses[-min(RECORD_WINDOW, len(losses)):]
@@ -207,7 +208,8 @@ def run_record(name: str, args: argparse.Namespace, settings: dict, *, data: dic
         model=name, command=cmd, data=data, seed=args.seed, profile=args.profile, steps=args.steps,
         batch_size=batch_size, lr=lr, **loop, **details,
         first_loss=round(losses[0], 5), final_loss=round(sum(tail) / len(tail), 5), final_loss_window=len(tail),
-        wall_time_s=round(train_s, 1), steps_per_s=round(args.steps / train_s, 2),
+        wall_time_s=round(train_s, 1),
+        steps_per_s=round((args.steps - (getattr(args, "resumed_from_step", None) or 0)) / train_s, 2),
         eval_time_s=None if eval_s is None else round(eval_s, 1), total_time_s=round(total_s, 1),
         quality=quality, hardware=hardware(device), device=str(device), cpu_threads=torch.get_num_threads(),
         platform=platform.platform(), versions=versions(), **launch_details(args),
