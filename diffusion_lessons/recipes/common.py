@@ -250,6 +250,25 @@ def write_record(record: dict, path: Path, show: tuple[str, ...] = ("steps", "wa
     print(json.dumps({k: record[k] for k in show if k in record}, indent=2, default=str))
 
 
+def re_measure(args: argparse.Namespace, device: torch.device, name: str, load, measure) -> dict:
+    """--evaluate-only: load(OUT) -> (model, scheduler) of a saved run, measure(model, scheduler, seed,
+    per_label) -> quality, written into OUT/recipe.json with the time and hardware it took."""
+    path = args.out / "recipe.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
+    record = json.loads(path.read_text())
+    model, scheduler = load(args.out)
+    print(f"{name} recipe: re-measuring {args.out} on {device}")
+    start = time.perf_counter()
+    record["quality"] = measure(model.to(device).eval(), scheduler, record["seed"], args.eval_per_label)
+    record["eval_time_s"] = round(time.perf_counter() - start, 1)
+    record["evaluated"] = dict(hardware=hardware(device),
+                               command=f"python -m diffusion_lessons.train {name} --evaluate-only "
+                                       f"--eval-per-label {args.eval_per_label}")
+    write_record(record, path, show=("quality",))
+    return record
+
+
 # ---- training under accelerate -------------------------------------------------------------------------------
 
 def accelerator(args: argparse.Namespace, device: torch.device):

@@ -15,7 +15,6 @@ unchanged under accelerate launch (docs/training.md): the batch of 128 is the gl
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -166,23 +165,13 @@ def evaluate_only(args: argparse.Namespace, device: torch.device) -> dict:
     update its recipe.json."""
     from diffusers import DDIMScheduler, UNet2DModel
 
-    path = args.out / "recipe.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
-    record = json.loads(path.read_text())
-    model = UNet2DModel.from_pretrained(args.out / "unet", use_safetensors=True, local_files_only=True)
-    model = model.to(device).eval()
-    scheduler = (DDIMScheduler.from_pretrained(args.out / "scheduler", local_files_only=True)
-                 if (args.out / "scheduler").is_dir() else make_scheduler())
-    print(f"digits recipe: re-measuring {args.out} on {device}")
-    start = time.perf_counter()
-    record["quality"] = measure(model, scheduler, record["seed"], args.eval_per_label)
-    record["eval_time_s"] = round(time.perf_counter() - start, 1)
-    record["evaluated"] = dict(hardware=common.hardware(device),
-                               command=f"python -m diffusion_lessons.train digits --evaluate-only "
-                                       f"--eval-per-label {args.eval_per_label}")
-    common.write_record(record, path, show=("quality",))
-    return record
+    def load(folder):
+        model = UNet2DModel.from_pretrained(folder / "unet", use_safetensors=True, local_files_only=True)
+        scheduler = (DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+                     if (folder / "scheduler").is_dir() else make_scheduler())
+        return model, scheduler
+
+    return common.re_measure(args, device, "digits", load, measure)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ diffusers: flow.sample_with_flow_scheduler (the scheduler's own timesteps, guida
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -236,21 +235,11 @@ def evaluate_only(args: argparse.Namespace, device: torch.device, net: Network =
     """Re-measure the model saved under args.out with its saved scheduler; update its recipe.json."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    path = args.out / "recipe.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
-    record = json.loads(path.read_text())
-    model = net.load(args.out).to(device).eval()
-    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(args.out / "scheduler", local_files_only=True)
-    print(f"{net.name} recipe: re-measuring {args.out} on {device}")
-    start = time.perf_counter()
-    record["quality"] = measure(model, scheduler, record["seed"], args.eval_per_label)
-    record["eval_time_s"] = round(time.perf_counter() - start, 1)
-    record["evaluated"] = dict(hardware=common.hardware(device),
-                               command=f"python -m diffusion_lessons.train {net.name} --evaluate-only "
-                                       f"--eval-per-label {args.eval_per_label}")
-    common.write_record(record, path, show=("quality",))
-    return record
+    def load(folder):
+        return net.load(folder), FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler",
+                                                                                 local_files_only=True)
+
+    return common.re_measure(args, device, net.name, load, measure)
 
 
 if __name__ == "__main__":
