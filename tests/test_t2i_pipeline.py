@@ -151,6 +151,7 @@ def test_load_pretrained_by_name_with_this_layout(saved, monkeypatch):
     root = saved.parent / "root"
     if not root.exists():
         shutil.copytree(saved, root / "shapes-t2i")
+        pretrained.write_manifest(root / "shapes-t2i")     # as a recipe writes it: loading checks it
     monkeypatch.setattr(pretrained, "ROOT", root)
     vae = pretrained.load_pretrained("vae", device="cpu")
     tokenizer, encoder = pretrained.load_pretrained("text", device="cpu")
