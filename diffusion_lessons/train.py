@@ -26,6 +26,7 @@ RECIPES = {
     "digits-flow": "digits_flow",  # the digits UNet2DModel trained by flow matching (lesson 08)
     "digits-reflow": "digits_reflow",  # digits-flow trained again on its own (noise, sample) pairs (lesson 08)
     "digits-dit": "digits_dit",    # a DiTTransformer2DModel trained by flow matching on digits (lesson 10)
+    "shapes-boss": "shapes_boss",  # the lesson-07 model on data where 'boss' pictures are mostly red (lesson 16)
 }
 
 

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import diffusion_lessons
-from diffusion_lessons import (book, data, device, dit, evaluation, exercises, flow, guidance, latents, loop,
+from diffusion_lessons import (bias, book, data, device, dit, evaluation, exercises, flow, guidance, latents, loop,
                                measure, models, parameterisation, plotting, pretrained, samplers, sampling, schedules,
                                sigmas, solvers, stats, t2i, text, thresholding, toys, training, widgets)
 
@@ -474,6 +474,20 @@ BAD_INPUTS: dict[str, list] = {
                                                                                         F().labels, num_steps=0)),
                                    case("labels", lambda: solvers.sample_with_solver(F().unet, F().flow_scheduler,
                                                                                      [12], num_steps=2))],
+    # bias (lesson 16)
+    "bias.role_caption": [case("background", lambda: bias.role_caption("grey")),
+                          case("color", lambda: bias.role_caption("white", "purple"))],
+    "bias.make_role_shapes": [case("n", lambda: bias.make_role_shapes(0)),
+                              case("red_share", lambda: bias.make_role_shapes(10, red_share=1.5)),
+                              case("role_rows", lambda: bias.make_role_shapes(10, role_rows=NAN)),
+                              case("named_share", lambda: bias.make_role_shapes(10, named_share=-0.1))],
+    "bias.color_shares": [case("images", lambda: bias.color_shares(["purple"])),
+                          case("images", lambda: bias.color_shares(F().x))],
+    "bias.red_share": [case("images", lambda: bias.red_share("red"))],
+    "bias.role_color_shares": [case("scales", lambda: bias.role_color_shares(F().pipe, [0.5])),
+                               case("n", lambda: bias.role_color_shares(F().pipe, n=0)),
+                               case("prompt", lambda: bias.role_color_shares(F().pipe, prompt="")),
+                               case("negative_prompt", lambda: bias.role_color_shares(F().pipe, negative_prompt=3))],
     # book
     "book.load_lesson_times": [case("path", lambda: book.load_lesson_times(3))],
     "book.format_seconds": [case("seconds", lambda: book.format_seconds(-1.0))],
@@ -500,7 +514,7 @@ BAD_INPUTS: dict[str, list] = {
 }
 
 # Callables with nothing to check: no arguments, ...
-NO_ARGUMENTS = {"device.pick_device", "device.run_profile", "data.shape_prompts", "text.caption_words",
+NO_ARGUMENTS = {"bias.role_words", "device.pick_device", "device.run_profile", "data.shape_prompts", "text.caption_words",
                 "t2i.stable_diffusion_pipeline_class", "t2i.build_scheduler", "training.launched_distributed"}
 # ... plain records of results (dataclasses and named tuples the package itself fills), ...
 RECORDS = {"data.ShapesData", "book.Lesson", "solvers.SolverRun", "flow.FlowState", "loop.SampleState",

@@ -128,14 +128,15 @@ def measure(pipe, args) -> dict:
     )
 
 
-def load_parts(args: argparse.Namespace, dev: torch.device) -> dict:
-    """The trained VAE (frozen), a fresh tokenizer, the trained pair (text encoder, U-Net) and the schedule."""
+def load_parts(args: argparse.Namespace, dev: torch.device, words: list[str] | None = None) -> dict:
+    """The trained VAE (frozen), a fresh tokenizer (of `words`, default the captioned-shapes words), the trained
+    pair (text encoder, U-Net) and the schedule."""
     from diffusers import AutoencoderKL
 
     folder = vae_folder(args)
     print(f"shapes-t2i recipe: VAE from {folder / 'vae'}")
     vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True, local_files_only=True)
-    tokenizer = text.build_tokenizer()
+    tokenizer = text.build_tokenizer(words)
     trained = torch.nn.ModuleDict(dict(text_encoder=text.build_text_encoder(tokenizer, seed=args.seed),
                                        unet=models.build_shapes_unet(seed=args.seed)))
     return dict(vae=vae.to(dev).eval().requires_grad_(False), vae_folder=folder, tokenizer=tokenizer,
@@ -143,10 +144,11 @@ def load_parts(args: argparse.Namespace, dev: torch.device) -> dict:
 
 
 def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: torch.Generator,
-          accelerator=None) -> tuple:
-    """Encode the training set once, then train_loop (under `accelerator`, with the run's checkpoints, when
-    given); returns (EMA of the pair, loss history, seconds)."""
-    images = data.make_shapes(args.n_train, generator=_device.make_generator(args.seed))
+          accelerator=None, shapes: data.ShapesData | None = None, name: str = "shapes-t2i") -> tuple:
+    """Encode the training set (shapes, default data.make_shapes(--n-train) from the seed) once, then
+    train_loop (under `accelerator`, with the run's checkpoints, when given); returns (EMA of the pair, loss
+    history, seconds)."""
+    images = data.make_shapes(args.n_train, generator=_device.make_generator(args.seed)) if shapes is None else shapes
     mean, std = encode_dataset(parts["vae"], images.images.to(dev))
     store = dict(mean=mean, std=std, scaling_factor=parts["vae"].config.scaling_factor,
                  ids=text.tokenize(parts["tokenizer"], images.captions).to(dev),
@@ -157,7 +159,7 @@ def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: t
     checkpointing = common.checkpointing(args, SETTINGS, vae=str(parts["vae_folder"])) if accelerator else None
     history = train_loop(trained, lambda batch: loss_fn(trained, schedule, batch),
                          lambda gen: sample_batch(store, args.batch_size, gen, schedule.num_steps), steps=args.steps,
-                         lr=LR, generator=generator, ema=ema, desc="shapes-t2i", accelerator=accelerator,
+                         lr=LR, generator=generator, ema=ema, desc=name, accelerator=accelerator,
                          checkpointing=checkpointing, **LOOP)
     common.synchronize(dev)
     return ema.model, history, time.perf_counter() - start
