@@ -363,11 +363,41 @@ def test_reflow_pairs_are_the_teachers_own_samples_of_their_noise():
     assert labels[:20].tolist() == [i % 10 for i in range(20)] and (labels[20:] == 10).all()
     assert torch.equal(noise, torch.randn(noise.shape, generator=torch.Generator().manual_seed(5)))
     again = flow.sample_with_flow_scheduler(teacher, digits_flow.make_scheduler(), labels[:4], x_T=noise[:4],
-                                            sigmas=[1.0, 2 / 3, 1 / 3])
-    assert torch.allclose(samples[:4], again, atol=1e-6)
+                                            sigmas=[1.0, 2 / 3, 1 / 3], guidance_scale=digits_reflow.GUIDANCE)
+    # drawn at guidance 3 (atol: a batch of 20 and one of 4 take different guidance paths, guidance.py)
+    assert digits_reflow.GUIDANCE == 3.0 and torch.allclose(samples[:4], again, atol=1e-5)
+    _, plain, _ = digits_reflow.make_pairs(teacher, digits_flow.make_scheduler(), 20, 3, seed=5, progress=False,
+                                           guidance=1.0)
+    unguided = flow.sample_with_flow_scheduler(teacher, digits_flow.make_scheduler(), labels[:4], x_T=noise[:4],
+                                               sigmas=[1.0, 2 / 3, 1 / 3], guidance_scale=1.0)
+    assert torch.allclose(plain[:4], unguided, atol=1e-5) and not torch.allclose(plain[:4], samples[:4], atol=1e-3)
     unconditional = flow.sample_with_flow_scheduler(teacher, digits_flow.make_scheduler(), [0, 0], 2, 0.0,
                                                     x_T=noise[20:22], sigmas=[1.0, 2 / 3, 1 / 3])
     assert torch.allclose(samples[20:22], unconditional, atol=1e-6)   # the null label's flow
+
+
+def test_guided_reflow_loss_is_taken_on_the_guided_velocity():
+    from diffusion_lessons.recipes import digits_reflow
+
+    model = digits_flow.UNET.build(0).eval()
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([3, 10, 7, 10])
+    batch = dict(x0=torch.randn(4, 1, 16, 16, generator=g), noise=torch.randn(4, 1, 16, 16, generator=g),
+                 sigma=torch.rand(4, generator=g), labels=labels)
+    with torch.no_grad():
+        x_t = flow.interpolate(batch["x0"], batch["noise"], batch["sigma"])
+        t = batch["sigma"] * 1000
+        v_label = model(x_t, t, class_labels=labels).sample
+        v_null = model(x_t, t, class_labels=torch.full_like(labels, 10)).sample
+        target = batch["noise"] - batch["x0"]
+        for w in (3.0, 1.0):
+            guided = torch.where((labels != 10)[:, None, None, None], v_null + w * (v_label - v_null), v_null)
+            expected = ((guided - target) ** 2).mean()
+            got = digits_reflow.guided_loss_fn(w)(model)(batch)
+            assert torch.allclose(got, expected, rtol=1e-4), (w, got, expected)
+        plain = flow.flow_matching_loss(unet_denoiser(model, "class_labels"), **batch)
+        assert torch.allclose(digits_reflow.guided_loss_fn(1.0)(model)(batch), plain)
+        assert not torch.allclose(digits_reflow.guided_loss_fn(3.0)(model)(batch), plain)
 
 
 def test_reflow_recipe_starts_from_its_teacher_and_records_it(tmp_path):
@@ -381,6 +411,7 @@ def test_reflow_recipe_starts_from_its_teacher_and_records_it(tmp_path):
     assert record["model"] == "digits-reflow" and record["pairs"]["conditional"] == 20
     assert record["teacher"]["unet_sha256"] and record["lr"] == digits_reflow.LR
     assert f"--teacher {teacher}" in record["command"] and "--pairs 20" in record["command"]
+    assert record["pairs"]["guidance"] == 3.0 and "w = 3" in record["loss"]
     unet = UNet2DModel.from_pretrained(out / "unet", use_safetensors=True, local_files_only=True)
     start = UNet2DModel.from_pretrained(teacher / "unet", use_safetensors=True, local_files_only=True)
     # two small steps from the teacher: close to it, not a fresh network

@@ -112,17 +112,18 @@ def make_scheduler():
 
 def train(args: argparse.Namespace, device: torch.device, accelerator=None, net: Network = UNET,
           model: torch.nn.Module | None = None, batch_fn: Callable | None = None,
-          lr: float = LR) -> tuple[torch.nn.Module, list[float], float]:
+          lr: float = LR, loss_fn: Callable | None = None) -> tuple[torch.nn.Module, list[float], float]:
     """Train from the seed in training.train_loop (flow.flow_batch_fn and flow_loss_fn); return the EMA model,
     the loss history and the training wall time. model: start from these weights (reflow) instead of
-    net.build(seed); batch_fn: batches from elsewhere (reflow's pairs) instead of the digits with fresh noise."""
+    net.build(seed); batch_fn: batches from elsewhere (reflow's pairs) instead of the digits with fresh noise;
+    loss_fn: loss_fn(model) -> the loss of a batch (reflow's guided loss) instead of flow_loss_fn."""
     seed_everything(args.seed)
     if batch_fn is None:
         x0, labels = load_digits("train", DIGITS_SIZE)
         batch_fn = flow_batch_fn(x0, args.batch_size, labels, P_UNCOND, sigma_kind=args.sigma_sampler, shift=SHIFT)
     model = (net.build(args.seed) if model is None else model).to(device)
     ema = EMA(model, max_decay=EMA_MAX_DECAY).to(device)
-    loss_fn = flow_loss_fn(unet_denoiser(model, "class_labels"))
+    loss_fn = flow_loss_fn(unet_denoiser(model, "class_labels")) if loss_fn is None else loss_fn(model)
     checkpointing = None
     if accelerator is not None:
         checkpointing = common.checkpointing(args, net.settings, batch_size=args.batch_size,
