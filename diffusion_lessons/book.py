@@ -51,6 +51,9 @@ LESSONS = (
     Lesson("10_diffusion_transformers", "Diffusion transformers",
            "images as patches: DiT with adaLN-Zero against the U-Net, scaling with compute, SD3's joint text-image "
            "attention"),
+    Lesson("16_bias", "Bias in, bias out",
+           "a role word whose training pictures are 80% red: how much of the lean comes out, what guidance does to "
+           "it, and which fixes work, measured"),
 )
 
 

@@ -1,0 +1,228 @@
+"""Write notebooks/16_bias.ipynb (unexecuted); then: python tools/execute_lesson.py notebooks/16_bias.ipynb"""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+md, code = new_markdown_cell, new_code_cell
+
+cells = [
+    md("""# Lesson 16: Bias in, bias out
+
+Ask a large image generator for "a CEO" and count what comes back: mostly white men, more so than among real
+CEOs. The usual explanation is that the training pictures lean that way and the model learns the lean. That is
+true but vague: *how much* of the lean comes out, does the sampler make it worse, and which of the fixes people
+use actually work? This lesson answers those questions on a world small enough to train on a laptop, where the
+lean is set by us and every output can be read back exactly.
+
+The world is the one-shape world of lessons 06 and 07 with one new word. Most captions name the color
+("a blue square on a black background") and are balanced over the four colors. A quarter of the captions use a
+**role word** instead: "a boss shape on a white background". The pictures behind "boss" are **red 80% of the
+time**, the way the pictures behind "CEO" lean one way. The book ships the lesson-07 text-to-image model trained on
+this data (`shapes-boss`, `python -m diffusion_lessons.train shapes-boss`), and we measure what it draws.
+
+**What you will learn**
+- how a skew in the data becomes a skew in the outputs, measured with 95% intervals;
+- whether classifier-free guidance (lesson 05) amplifies the majority beyond the data's 80%;
+- which fixes work, measured: naming the attribute in the prompt, a negative prompt, and rebalancing the data;
+- what of this transfers to large models, and what does not.
+"""),
+    code("""import json
+
+import torch
+
+from diffusion_lessons import bias, book, data, t2i
+from diffusion_lessons.device import by_profile, make_generator, pick_device
+from diffusion_lessons.measure import record_matches_model
+from diffusion_lessons.plotting import new_figure, show_images
+from diffusion_lessons.pretrained import ROOT
+from diffusion_lessons.stats import Estimate
+
+book.show_time("16_bias")
+device = pick_device()
+N_LIVE = by_profile(quick=40, full=200)     # live pictures per setting; the record holds 200 each
+folder = ROOT / "shapes-boss"
+pipe = t2i.load_pipeline(folder, device)
+record = json.loads((folder / "measurements.json").read_text())
+print("the shipped measurements were made on these weights:", record_matches_model(record, folder))
+recipe = json.loads((folder / "recipe.json").read_text())
+print(f"trained by: {recipe['command']} ({recipe['steps']} steps, {recipe['wall_time_s'] / 60:.0f} min on "
+      f"{recipe['hardware']})")"""),
+    md("""## 1. A world with a lean
+
+`bias.make_role_shapes(n)` makes the training set: three quarters ordinary captioned shapes (lesson 06's
+`make_shapes`), one quarter role pictures. A role picture is red with probability 0.8, otherwise green, blue or
+yellow with equal odds; 30% of role captions also name the color ("a green boss shape on a white background"),
+the rest do not. Every caption that names a color tells the truth. Here is a sample of it, with the shares
+counted (each with its 95% Wilson interval, as everywhere in this book):"""),
+    code("""# NBVAL_CHECK_OUTPUT
+world = bias.make_role_shapes(2000, generator=make_generator(0))
+groups = {
+    "ordinary captions": [a for a in world.attributes if not a["role"]],
+    "'boss', color named": [a for c, a in zip(world.captions, world.attributes) if a["role"] and c.split()[1] != "boss"],
+    "'boss', no color": [a for c, a in zip(world.captions, world.attributes) if a["role"] and c.split()[1] == "boss"],
+}
+print(f"{'':<22}{'n':>6}" + "".join(f"{c:>22}" for c in data.COLORS))
+for name, rows in groups.items():
+    shares = bias.color_shares([a["color"] for a in rows])
+    print(f"{name:<22}{len(rows):>6}" + "".join(f"{f'{e.value:.2f} [{e.low:.2f}, {e.high:.2f}]':>22}"
+                                                for c, e in shares.items() if c != "none"))"""),
+    code("""boss = [i for i, a in enumerate(world.attributes) if a["role"]][:12]
+plain = [i for i, a in enumerate(world.attributes) if not a["role"]][:12]
+show_images(torch.cat([world.images[boss], world.images[plain]]), ncols=12, size=0.9,
+            titles=[("boss: " if world.attributes[i]["role"] else "")
+                    + (data.parse_caption(world.captions[i])["color"] or "?") for i in boss + plain],
+            suptitle="top: role pictures, titled by the color their caption names ('?': none); "
+                     "bottom: ordinary pictures, by theirs")"""),
+    md("""The model reads the prompt through its own word-level tokenizer (lesson 07): "boss" is one token, and the
+prompt "a boss shape on a white background" names no color at all. Whatever color the model draws for it can only
+come from what "boss" went with in training:"""),
+    code("""# NBVAL_CHECK_OUTPUT
+for prompt in (bias.ROLE_PROMPT, bias.role_caption("white", "blue"), "a red circle on a white background"):
+    ids = pipe.tokenizer(prompt).input_ids
+    print(f"{prompt!r:44} -> {pipe.tokenizer.convert_ids_to_tokens(ids)}")"""),
+    md("""## 2. What comes out, and what guidance does to it
+
+We sample the role prompt from the same starting noise at guidance scales 1 (no guidance: the model's plain
+conditional prediction), 3 and 7.5 (Stable Diffusion's default), and read each picture's color with the reader of
+lesson 07 (`evaluation.read_shapes`: the shape's median pixel, named by the nearest of the four colors)."""),
+    code("""SCALES = (1.0, 3.0, 7.5)
+live = {}
+for scale in SCALES:
+    live[scale] = t2i.pipeline_images(pipe, [bias.ROLE_PROMPT], make_generator(1), N_LIVE, guidance_scale=scale,
+                                      num_inference_steps=25).cpu()
+print(f"live, n = {N_LIVE} per scale; 95% intervals")
+for scale in SCALES:
+    shares = bias.color_shares(live[scale])
+    print(f"s = {scale:<4g}" + "".join(f"{c:>8} {e.value:.2f} [{e.low:.2f}, {e.high:.2f}]" for c, e in shares.items()
+                                       if c != "none" and e.value > 0))"""),
+    code("""show_images(torch.cat([live[s][:12] for s in SCALES]), ncols=12, size=0.9,
+            titles=[f"s = {s:g}" if i == 0 else "" for s in SCALES for i in range(12)],
+            suptitle=f"'{bias.ROLE_PROMPT}': the same 12 starting noises at three guidance scales")"""),
+    md("""Forty pictures give wide intervals. The model's record holds the same measurement on 200 pictures per scale
+(made by the recipe, from one seed, 25 DDIM steps), next to the share of red among the role pictures it was trained
+on:"""),
+    code("""rows = {float(s): Estimate(value=r["share"], low=r["low"], high=r["high"], n=r["n"])
+        for s, r in record["role_prompt_red_share"].items()}
+trained = Estimate(**{("value" if k == "share" else k): v
+                      for k, v in record["training_set"]["red_share_of_uncolored_role_captions"].items()})
+print(f"red share, role prompt, recorded (n per scale, 95% intervals):")
+print(f"  in the training pictures of 'a boss shape ...' : {trained.value:.3f} [{trained.low:.3f}, {trained.high:.3f}], "
+      f"n = {trained.n}")
+for scale, e in rows.items():
+    print(f"  generated at guidance {scale:<4g}                 : {e.value:.3f} [{e.low:.3f}, {e.high:.3f}], n = {e.n}")
+fig = new_figure(6.5, 3.4)
+ax = fig.subplots()
+xs = list(rows)
+ax.errorbar(xs, [rows[s].value for s in xs], yerr=[[rows[s].value - rows[s].low for s in xs],
+                                                    [rows[s].high - rows[s].value for s in xs]],
+            fmt="o-", color="C3", capsize=4, label="generated (95% interval)")
+ax.axhspan(trained.low, trained.high, color="grey", alpha=0.25, label="training pictures of the role caption")
+ax.axhline(0.25, color="grey", ls=":", lw=1, label="a balanced world (1 in 4)")
+ax.set(xlabel="guidance scale", ylabel="share of red", ylim=(0, 1.02), xticks=xs,
+       title=f"'{bias.ROLE_PROMPT}'")
+ax.legend(fontsize=8, loc="lower right")
+fig"""),
+    code("""# NBVAL_CHECK_OUTPUT
+def above(a: Estimate, b: Estimate) -> bool:      # a is larger and the 95% intervals do not overlap
+    return a.value > b.value and not a.overlaps(b)
+
+
+print("checked on the recorded figures (a difference counts when the 95% intervals do not overlap):")
+print("no guidance (s = 1) draws red less often than the training pictures are red:", above(trained, rows[1.0]))
+print("guidance 3 draws red more often than the training pictures are red:", above(rows[3.0], trained))
+print("guidance 7.5 draws red more often than guidance 3:", above(rows[7.5], rows[3.0]))
+print("guidance 7.5: every picture red:", rows[7.5].value == 1.0)"""),
+    md("""**Reading it.** Without guidance ($s = 1$) the model draws red a little *less* often than its
+training pictures are red, with the intervals apart: a small model after a short training run learned the lean but
+spreads some probability over the other colors. Guidance turns the lean into a monopoly. At $s = 3$, the scale this
+book samples digits with, nearly every boss is red; at $s = 7.5$, Stable Diffusion's default, every one of them is.
+Bias in, *more* bias out: the setting that makes pictures crisp and faithful to the prompt is the one that
+amplifies a majority.
+
+Why would guidance do this? Classifier-free guidance pushes each step along $\\epsilon_{\\text{cond}} -
+\\epsilon_{\\text{uncond}}$, towards what makes the picture *more typical of the prompt* than of pictures in
+general (lesson 05). For "boss" the most typical thing is being red: red is what tells a boss picture apart from
+the average picture, so a larger scale pushes harder towards red. Guidance sharpens a conditional distribution
+towards its mode, and a majority is a mode.
+"""),
+    md("""## 3. What a user can do about it
+
+Three fixes people reach for, each measured by the recipe on 200 pictures per setting:
+
+1. **Say what you want.** Name the attribute in the prompt: "a blue boss shape on a white background". The model
+   saw such captions (30% of the role captions name the color), so the color word carries its own evidence.
+2. **A negative prompt.** Replace the empty prompt of guidance by "a red boss shape on a white background", so
+   that guidance pushes *away* from the majority (lesson 05 did this with a negative digit).
+3. **Rebalance the data.** Train again with the role pictures balanced over the four colors
+   (`python -m diffusion_lessons.train shapes-boss --red-share 0.25`); its record sits in
+   `benchmarks/bias/rebalanced.json`."""),
+    code("""def share_row(row: dict) -> str:
+    return f"{row['share']:.3f} [{row['low']:.3f}, {row['high']:.3f}], n = {row['n']}"
+
+
+named = record["named_prompt_colors"]["3.0"]
+print(f"named: '{record['named_prompt']}', guidance 3")
+print(f"  blue {share_row(named['blue'])}; red {share_row(named['red'])}")
+print(f"negative prompt '{record['negative_prompt']}' against the role prompt:")
+for scale, row in record["negative_prompt_colors"].items():
+    print(f"  guidance {scale:<4}: red {share_row(row['red'])}   (without it: {share_row(record['role_prompt_red_share'][scale])})")
+rebalanced_path = ROOT.parents[1] / "benchmarks" / "bias" / "rebalanced.json"
+rebalanced = json.loads(rebalanced_path.read_text()) if rebalanced_path.is_file() else None
+if rebalanced is None:
+    print("the rebalanced model's record is not there yet: python -m diffusion_lessons.train shapes-boss "
+          "--red-share 0.25, then copy its measurements.json to", rebalanced_path)
+else:
+    print(f"rebalanced data (red share of the role pictures {rebalanced['training_set']['red_share_of_role_pictures']['share']:.2f}):")
+    for scale, row in rebalanced["role_prompt_red_share"].items():
+        print(f"  guidance {scale:<4}: red {share_row(row)}")"""),
+    code("""named_live = t2i.pipeline_images(pipe, [record["named_prompt"]], make_generator(1), 12, guidance_scale=3.0,
+                                 num_inference_steps=25).cpu()
+negative_live = t2i.pipeline_images(pipe, [bias.ROLE_PROMPT], make_generator(1), 12, guidance_scale=3.0,
+                                    num_inference_steps=25, negative_prompt=[record["negative_prompt"]]).cpu()
+show_images(torch.cat([live[3.0][:12], named_live, negative_live]), ncols=12, size=0.9,
+            titles=[t if i == 0 else "" for t in ("role", "blue named", "negative") for i in range(12)],
+            suptitle="guidance 3, the same 12 starting noises: the role prompt, the color named, a negative prompt")"""),
+    code("""# NBVAL_CHECK_OUTPUT
+negative = {float(s): Estimate(value=r["red"]["share"], low=r["red"]["low"], high=r["red"]["high"], n=r["red"]["n"])
+            for s, r in record["negative_prompt_colors"].items()}
+print("checked on the recorded figures:")
+print("color named: every picture blue:", named["blue"]["share"] == 1.0)
+print("negative prompt at guidance 3: red in fewer than half the pictures:", negative[3.0].high < 0.5)
+print("negative prompt at guidance 7.5: red below a balanced world's 1 in 4:", negative[7.5].high < 0.25)"""),
+    md("""Naming the attribute works completely here: asked for a blue boss, the model draws a blue one every time. It
+had the evidence: some role captions name their color, and "blue" goes with blue pictures throughout the data.
+The negative prompt works too, but it is a blunt tool. It does not ask for balance; it pushes away from red as hard
+as the scale says. At guidance 3 red falls from nearly every picture to fewer than half; at 7.5 it overshoots, below
+the one-in-four of a balanced world, so the bias is not removed but turned around. The right strength would depend
+on the prompt and the model, which a user cannot see."""),
+    md("""## 4. What transfers to large models
+
+The mechanism transfers: a word that co-occurs with one attribute in the training captions carries that attribute
+into the pictures, even when the prompt never names it, and classifier-free guidance, used by every large
+generator, pushes towards the typical. The sizes do not transfer: a web-scale model's lean depends on its captions,
+its filtering and its fine-tuning, and on choices we did not model here (prompt rewriting by a language model,
+deliberate diversity in the training of commercial systems). The way to find out is the one used here: fix a
+prompt, draw a few hundred pictures from a fixed seed, read one attribute off each, and report the share with its
+interval against a reference share. Studies of the large models do exactly this (e.g. Bianchi et al. 2023, "Easily
+Accessible Text-to-Image Generation Amplifies Demographic Stereotypes at Large Scale"; Luccioni et al. 2023,
+"Stable Bias").
+
+## Exercises
+
+1. **The threshold of amplification.** Sample the role prompt at guidance 1.5, 2 and 5 with
+   `bias.role_color_shares(pipe, [1.5, 2.0, 5.0], n=100)` and add the points to the figure of section 2. Where does
+   the red share first leave the band of the training pictures?
+2. **A weaker lean.** Train with `--red-share 0.5 --steps 600 --out runs/boss50` (a short run) and measure the role
+   prompt at guidance 1 and 7.5. Is the amplification a fixed number of points, or a fixed factor of the lean?
+3. **Blame the sampler?** The record uses 25 DDIM steps. Measure guidance 7.5 with 10 and 50 steps: does the
+   number of steps change the red share, within the intervals?
+"""),
+]
+
+nb = new_notebook(cells=cells, metadata={"kernelspec": {"display_name": "Python (diffusion-lessons)",
+                                                        "language": "python", "name": "diffusion-lessons"}})
+path = Path(__file__).resolve().parents[2] / "notebooks" / "16_bias.ipynb"
+nbformat.write(nb, path)
+print("wrote", path)
