@@ -10,10 +10,11 @@ import pytest
 from diffusers import DDIMScheduler
 
 from diffusion_lessons.pretrained import MANIFEST, ROOT, verify_manifest
-from diffusion_lessons.recipes import common, digits, shapes_t2i, vae
+from diffusion_lessons.recipes import common, digits, shapes_boss, shapes_t2i, vae
 
-RECIPES = {"digits": digits, "vae": vae, "shapes-t2i": shapes_t2i}
-SHIPPED = {"digits": ROOT / "digits", "vae": ROOT / "shapes-t2i", "shapes-t2i": ROOT / "shapes-t2i"}
+RECIPES = {"digits": digits, "vae": vae, "shapes-t2i": shapes_t2i, "shapes-boss": shapes_boss}
+SHIPPED = {"digits": ROOT / "digits", "vae": ROOT / "shapes-t2i", "shapes-t2i": ROOT / "shapes-t2i",
+           "shapes-boss": ROOT / "shapes-boss"}
 # the fields every record has (recipes.common.run_record), and the older names the lessons read
 RECORD_KEYS = {"model", "command", "data", "seed", "profile", "steps", "batch_size", "lr", "optimizer",
                "lr_schedule", "warmup", "ema_max_decay", "first_loss", "final_loss", "final_loss_window",
@@ -167,6 +168,22 @@ def test_vae_then_shapes_t2i_with_skip_eval(tmp_path, monkeypatch):
         assert (out / part).is_dir(), part
     assert record["noise_schedule"] == dict(kind="scaled_linear", num_train_timesteps=1000, beta_schedule="scaled_linear")
     assert (out / "recipe-vae.json").read_text() == (vae_out / "recipe-vae.json").read_text()
+
+
+def test_shapes_boss_tiny_run_records_its_bias_measurements(tmp_path):
+    """Two steps on 40 role-world images with the shipped VAE; the measurements file has the issue's layout."""
+    out = tmp_path / "boss"
+    record = shapes_boss.main([*TINY, "--n-train", "40", "--batch-size", "4", "--per-scale", "2",
+                               "--images-per-prompt", "1", "--out", str(out)])
+    assert record["model"] == "shapes-boss" and record["data"]["red_share"] == 0.8
+    assert record["quality"] is None and not (out / "measurements.json").exists()   # --skip-eval
+    found = shapes_boss.measure(shapes_boss.t2i.load_pipeline(out), shapes_boss.bias.make_role_shapes(40),
+                                per_scale=2, seed=0)
+    assert set(found["role_prompt_red_share"]) == {"1.0", "3.0", "7.5"}
+    for row in found["role_prompt_red_share"].values():
+        assert set(row) == {"share", "low", "high", "n"} and row["n"] == 2
+    assert found["training_set"]["role_pictures"] == 10
+    assert "boss" in (out / "tokenizer" / "tokenizer.json").read_text()
 
 
 def test_shapes_t2i_needs_a_trained_vae(tmp_path, monkeypatch):

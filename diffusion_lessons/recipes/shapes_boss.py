@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from .. import bias, data, device as _device, evaluation, models, t2i, text
+from .. import bias, data, device as _device, evaluation, t2i
 from ..pretrained import ROOT
-from ..training import TrainingInterrupted, training_device
+from ..training import TrainingInterrupted
 from . import common, shapes_t2i
 
 NAME = "shapes-boss"
@@ -103,12 +103,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     started = time.perf_counter()
     args = parse_args(argv)
-    dev = training_device()
-    accelerator = common.accelerator(args, dev)
-    if accelerator.is_main_process:
-        print(f"{NAME} recipe: {args.steps} steps, red share {args.red_share:g}, profile {args.profile}, device "
-              f"{dev}, {accelerator.num_processes} process(es), writing to {args.out}")
-    generator = _device.seed_everything(args.seed)
+    dev, accelerator, generator = shapes_t2i.start(args, NAME, f", red share {args.red_share:g}")
     parts = shapes_t2i.load_parts(args, dev, words=bias.role_words())
     train_set = bias.make_role_shapes(args.n_train, red_share=args.red_share,
                                       generator=_device.make_generator(args.seed))
@@ -139,12 +134,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                       train_seed=args.seed, image_size=32, red_share=args.red_share, role_rows=bias.ROLE_ROWS,
                       named_share=bias.NAMED_SHARE, role_word=bias.ROLE_WORD,
                       latents="4x8x8, scaled VAE samples", vae=str(parts["vae_folder"] / "vae")),
-            models=dict(unet=dict(config=models.SHAPES_UNET_CONFIG, parameters=models.count_parameters(pipe.unet)),
-                        text_encoder=dict(config=text.TEXT_ENCODER_CONFIG,
-                                          parameters=models.count_parameters(pipe.text_encoder)),
-                        tokenizer=dict(kind="tokenizers WordLevel as PreTrainedTokenizerFast",
-                                       vocab_size=len(parts["tokenizer"]), max_length=text.MAX_LENGTH),
-                        scheduler="DDIMScheduler, scaled_linear 0.00085..0.012, 1000 train steps"),
+            models=shapes_t2i.models_record(pipe, parts["tokenizer"]),
             caption_dropout=shapes_t2i.CAPTION_DROPOUT)
         if args.red_share != bias.RED_SHARE:
             record["command"] += f" --red-share {args.red_share:g}"

@@ -174,17 +174,32 @@ def save(parts: dict, averaged: torch.nn.ModuleDict, out: Path) -> None:
         shutil.copyfile(source, out / VAE_RECORD)
 
 
+def start(args: argparse.Namespace, name: str, detail: str = "") -> tuple:
+    """The run's device, accelerator (common.accelerator) and seeded generator, after saying what runs where."""
+    dev = training_device()
+    accelerator = common.accelerator(args, dev)
+    if accelerator.is_main_process:
+        print(f"{name} recipe: {args.steps} steps{detail}, profile {args.profile}, device {dev}, "
+              f"{accelerator.num_processes} process(es), writing to {args.out}")
+    return dev, accelerator, _device.seed_everything(args.seed)
+
+
+def models_record(pipe, tokenizer) -> dict:
+    """The record's description of the pipeline's parts (configs, parameter counts, tokenizer, scheduler)."""
+    return dict(unet=dict(config=models.SHAPES_UNET_CONFIG, parameters=models.count_parameters(pipe.unet)),
+                text_encoder=dict(config=text.TEXT_ENCODER_CONFIG,
+                                  parameters=models.count_parameters(pipe.text_encoder)),
+                tokenizer=dict(kind="tokenizers WordLevel as PreTrainedTokenizerFast",
+                               vocab_size=len(tokenizer), max_length=text.MAX_LENGTH),
+                scheduler="DDIMScheduler, scaled_linear 0.00085..0.012, 1000 train steps")
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     """Train (on every process of a launch); on the main process assemble, save and measure the text-to-image
     pipeline and write recipe.json and manifest.json into --out at once; returns the record (None elsewhere)."""
     started = time.perf_counter()
     args = parse_args(argv)
-    dev = training_device()
-    accelerator = common.accelerator(args, dev)
-    if accelerator.is_main_process:
-        print(f"shapes-t2i recipe: {args.steps} steps, profile {args.profile}, device {dev}, "
-              f"{accelerator.num_processes} process(es), writing to {args.out}")
-    generator = _device.seed_everything(args.seed)
+    dev, accelerator, generator = start(args, "shapes-t2i")
     parts = load_parts(args, dev)
     try:
         averaged, history, train_s = train(parts, args, dev, generator, accelerator)
@@ -211,12 +226,7 @@ def save_and_measure(args: argparse.Namespace, parts: dict, averaged, history: l
         data=dict(kind="captioned shapes (diffusion_lessons.data.make_shapes, caption_style='mixed')",
                   n_train=args.n_train, train_seed=args.seed, image_size=32, latents="4x8x8, scaled VAE samples",
                   vae=str(parts["vae_folder"] / "vae")),
-        models=dict(unet=dict(config=models.SHAPES_UNET_CONFIG, parameters=models.count_parameters(pipe.unet)),
-                    text_encoder=dict(config=text.TEXT_ENCODER_CONFIG,
-                                      parameters=models.count_parameters(pipe.text_encoder)),
-                    tokenizer=dict(kind="tokenizers WordLevel as PreTrainedTokenizerFast",
-                                   vocab_size=len(parts["tokenizer"]), max_length=text.MAX_LENGTH),
-                    scheduler="DDIMScheduler, scaled_linear 0.00085..0.012, 1000 train steps"),
+        models=models_record(pipe, parts["tokenizer"]),
         noise_schedule=dict(kind=NOISE_SCHEDULE, num_train_timesteps=pipe.scheduler.config.num_train_timesteps,
                             beta_schedule=pipe.scheduler.config.beta_schedule),
         caption_dropout=CAPTION_DROPOUT)

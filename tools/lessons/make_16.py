@@ -149,15 +149,14 @@ towards its mode, and a majority is a mode.
 """),
     md("""## 3. What a user can do about it
 
-Three fixes people reach for, each measured by the recipe on 200 pictures per setting:
+Two fixes a user can apply without retraining, each measured by the recipe on 200 pictures per setting:
 
 1. **Say what you want.** Name the attribute in the prompt: "a blue boss shape on a white background". The model
    saw such captions (30% of the role captions name the color), so the color word carries its own evidence.
 2. **A negative prompt.** Replace the empty prompt of guidance by "a red boss shape on a white background", so
    that guidance pushes *away* from the majority (lesson 05 did this with a negative digit).
-3. **Rebalance the data.** Train again with the role pictures balanced over the four colors
-   (`python -m diffusion_lessons.train shapes-boss --red-share 0.25`); its record sits in
-   `benchmarks/bias/rebalanced.json`."""),
+The third fix people name, **rebalancing the data**, is exercise 2: it means training again, which takes about half an
+hour on this CPU."""),
     code("""def share_row(row: dict) -> str:
     return f"{row['share']:.3f} [{row['low']:.3f}, {row['high']:.3f}], n = {row['n']}"
 
@@ -167,16 +166,7 @@ print(f"named: '{record['named_prompt']}', guidance 3")
 print(f"  blue {share_row(named['blue'])}; red {share_row(named['red'])}")
 print(f"negative prompt '{record['negative_prompt']}' against the role prompt:")
 for scale, row in record["negative_prompt_colors"].items():
-    print(f"  guidance {scale:<4}: red {share_row(row['red'])}   (without it: {share_row(record['role_prompt_red_share'][scale])})")
-rebalanced_path = ROOT.parents[1] / "benchmarks" / "bias" / "rebalanced.json"
-rebalanced = json.loads(rebalanced_path.read_text()) if rebalanced_path.is_file() else None
-if rebalanced is None:
-    print("the rebalanced model's record is not there yet: python -m diffusion_lessons.train shapes-boss "
-          "--red-share 0.25, then copy its measurements.json to", rebalanced_path)
-else:
-    print(f"rebalanced data (red share of the role pictures {rebalanced['training_set']['red_share_of_role_pictures']['share']:.2f}):")
-    for scale, row in rebalanced["role_prompt_red_share"].items():
-        print(f"  guidance {scale:<4}: red {share_row(row)}")"""),
+    print(f"  guidance {scale:<4}: red {share_row(row['red'])}   (without it: {share_row(record['role_prompt_red_share'][scale])})")"""),
     code("""named_live = t2i.pipeline_images(pipe, [record["named_prompt"]], make_generator(1), 12, guidance_scale=3.0,
                                  num_inference_steps=25).cpu()
 negative_live = t2i.pipeline_images(pipe, [bias.ROLE_PROMPT], make_generator(1), 12, guidance_scale=3.0,
@@ -214,8 +204,11 @@ Accessible Text-to-Image Generation Amplifies Demographic Stereotypes at Large S
 1. **The threshold of amplification.** Sample the role prompt at guidance 1.5, 2 and 5 with
    `bias.role_color_shares(pipe, [1.5, 2.0, 5.0], n=100)` and add the points to the figure of section 2. Where does
    the red share first leave the band of the training pictures?
-2. **A weaker lean.** Train with `--red-share 0.5 --steps 600 --out runs/boss50` (a short run) and measure the role
-   prompt at guidance 1 and 7.5. Is the amplification a fixed number of points, or a fixed factor of the lean?
+2. **Rebalance the data.** Train the same model with the role pictures balanced over the four colors,
+   `python -m diffusion_lessons.train shapes-boss --red-share 0.25 --out runs/boss-balanced` (about half an hour on a
+   2-core CPU), load it with `t2i.load_pipeline("runs/boss-balanced")` and read its `measurements.json`. Does
+   guidance still push the role prompt towards one color when the data hold no majority? Then try a weaker lean,
+   `--red-share 0.5`: is the amplification a fixed number of points, or a fixed factor of the lean?
 3. **Blame the sampler?** The record uses 25 DDIM steps. Measure guidance 7.5 with 10 and 50 steps: does the
    number of steps change the red share, within the intervals?
 """),
