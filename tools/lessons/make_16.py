@@ -142,21 +142,24 @@ Bias in, *more* bias out: the setting that makes pictures crisp and faithful to 
 amplifies a majority.
 
 Why would guidance do this? Classifier-free guidance pushes each step along $\\epsilon_{\\text{cond}} -
-\\epsilon_{\\text{uncond}}$, towards what makes the picture *more typical of the prompt* than of pictures in
-general (lesson 05). For "boss" the most typical thing is being red: red is what tells a boss picture apart from
-the average picture, so a larger scale pushes harder towards red. Guidance sharpens a conditional distribution
-towards its mode, and a majority is a mode.
+\\epsilon_{\\text{uncond}}$ (lesson 05). Ho and Salimans read it through Bayes' rule: at scale $s$ the sampler
+draws, roughly, from $p(x \\mid c)\\, p(c \\mid x)^{s-1}$, the model's pictures for the prompt $c$ re-weighted by how
+well the prompt can be *guessed back* from the picture. A red shape is the picture from which "boss" is easiest to
+guess (four in five role pictures are red, one in four of the others), so every step past $s = 1$ up-weights red,
+and at large $s$ little else survives. Guidance sharpens a distribution towards what is typical of the prompt, and
+a majority is what is typical.
 """),
     md("""## 3. What a user can do about it
 
-Two fixes a user can apply without retraining, each measured by the recipe on 200 pictures per setting:
+Three fixes people reach for, each measured by the recipe on 200 pictures per setting:
 
 1. **Say what you want.** Name the attribute in the prompt: "a blue boss shape on a white background". The model
    saw such captions (30% of the role captions name the color), so the color word carries its own evidence.
 2. **A negative prompt.** Replace the empty prompt of guidance by "a red boss shape on a white background", so
    that guidance pushes *away* from the majority (lesson 05 did this with a negative digit).
-The third fix people name, **rebalancing the data**, is exercise 2: it means training again, which takes about half an
-hour on this CPU."""),
+3. **Rebalance the data.** Train again with the role pictures balanced over the four colors
+   (`python -m diffusion_lessons.train shapes-boss --red-share 0.25`, half an hour on this CPU); that run's
+   measurements are kept in `benchmarks/bias/rebalanced.json`."""),
     code("""def share_row(row: dict) -> str:
     return f"{row['share']:.3f} [{row['low']:.3f}, {row['high']:.3f}], n = {row['n']}"
 
@@ -166,7 +169,17 @@ print(f"named: '{record['named_prompt']}', guidance 3")
 print(f"  blue {share_row(named['blue'])}; red {share_row(named['red'])}")
 print(f"negative prompt '{record['negative_prompt']}' against the role prompt:")
 for scale, row in record["negative_prompt_colors"].items():
-    print(f"  guidance {scale:<4}: red {share_row(row['red'])}   (without it: {share_row(record['role_prompt_red_share'][scale])})")"""),
+    print(f"  guidance {scale:<4}: red {share_row(row['red'])}   (without it: {share_row(record['role_prompt_red_share'][scale])})")
+rebalanced = json.loads((ROOT.parents[1] / "benchmarks" / "bias" / "rebalanced.json").read_text())
+print(f"rebalanced data ({rebalanced['command']}); red share of its color-less role pictures "
+      f"{share_row(rebalanced['training_set']['red_share_of_uncolored_role_captions'])}:")
+for scale, row in rebalanced["role_prompt_colors"].items():
+    print(f"  guidance {scale:<4}: " + "; ".join(f"{c} {share_row(r)}" for c, r in row.items() if c != "none"))
+at_75 = {c: r for c, r in rebalanced["role_prompt_colors"]["7.5"].items() if c != "none"}
+top = max(at_75, key=lambda c: at_75[c]["share"])
+print("rebalanced: red's interval holds 1 in 4 at every scale:",
+      all(r["red"]["low"] <= 0.25 <= r["red"]["high"] for r in rebalanced["role_prompt_colors"].values()))
+print(f"rebalanced, guidance 7.5: the commonest color ({top}) above 1 in 4, interval apart:", at_75[top]["low"] > 0.25)"""),
     code("""named_live = t2i.pipeline_images(pipe, [record["named_prompt"]], make_generator(1), 12, guidance_scale=3.0,
                                  num_inference_steps=25).cpu()
 negative_live = t2i.pipeline_images(pipe, [bias.ROLE_PROMPT], make_generator(1), 12, guidance_scale=3.0,
@@ -186,7 +199,15 @@ had the evidence: some role captions name their color, and "blue" goes with blue
 The negative prompt works too, but it is a blunt tool. It does not ask for balance; it pushes away from red as hard
 as the scale says. At guidance 3 red falls from nearly every picture to fewer than half; at 7.5 it overshoots, below
 the one-in-four of a balanced world, so the bias is not removed but turned around. The right strength would depend
-on the prompt and the model, which a user cannot see."""),
+on the prompt and the model, which a user cannot see.
+
+Rebalancing works at the source: trained on role pictures balanced over the four colors, the model draws red for
+the role prompt about one time in four at every scale (each of red's intervals holds one in four). It does not make
+guidance neutral. At 7.5 one color rises above one in four with its interval apart, though the data hold no
+majority for it: guidance amplifies whatever preference the trained model happens to have, learned from a skew or
+left by the accidents of a short training run. With a majority in the data, that preference is the majority. The
+fixes therefore combine: data without the lean, the attribute named when it matters, and no more guidance than the
+picture needs."""),
     md("""## 4. What transfers to large models
 
 The mechanism transfers: a word that co-occurs with one attribute in the training captions carries that attribute
@@ -204,11 +225,9 @@ Accessible Text-to-Image Generation Amplifies Demographic Stereotypes at Large S
 1. **The threshold of amplification.** Sample the role prompt at guidance 1.5, 2 and 5 with
    `bias.role_color_shares(pipe, [1.5, 2.0, 5.0], n=100)` and add the points to the figure of section 2. Where does
    the red share first leave the band of the training pictures?
-2. **Rebalance the data.** Train the same model with the role pictures balanced over the four colors,
-   `python -m diffusion_lessons.train shapes-boss --red-share 0.25 --out runs/boss-balanced` (about half an hour on a
-   2-core CPU), load it with `t2i.load_pipeline("runs/boss-balanced")` and read its `measurements.json`. Does
-   guidance still push the role prompt towards one color when the data hold no majority? Then try a weaker lean,
-   `--red-share 0.5`: is the amplification a fixed number of points, or a fixed factor of the lean?
+2. **A weaker lean.** Train with `--red-share 0.5 --out runs/boss50` (half an hour) and measure the role prompt at
+   guidance 1 and 7.5 (its `measurements.json`). Is the amplification a fixed number of points, or a fixed factor
+   of the lean?
 3. **Blame the sampler?** The record uses 25 DDIM steps. Measure guidance 7.5 with 10 and 50 steps: does the
    number of steps change the red share, within the intervals?
 """),
