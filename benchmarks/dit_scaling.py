@@ -26,7 +26,9 @@ a large model is not a fair partner for the last point of a small one. --equal-c
 to the same training compute (the small one's at --steps), each with its own schedule, and writes
 benchmarks/dit-scaling/digits-equal-compute.json. Run on a 2-core CPU with one thread:
 OMP_NUM_THREADS=1 python benchmarks/dit_scaling.py (68 minutes on 2026-12-03 on the busy 2-core CPU, 24 of them an
-outside pause; --equal-compute --steps 300 21 minutes beside it).
+outside pause; --equal-compute --steps 300 21 minutes beside it). The stored records were made when the DiT recipe's
+learning rate was 1e-3 (each model's rate is in its record as `lr`); the recipe now uses the U-Net's 2e-3, so a new
+run's DiT rows will differ.
 """
 
 from __future__ import annotations
