@@ -405,3 +405,17 @@ def prompt_adherence(source, prompts: list[str], images_per_prompt: int = 4,
     if len(images) != len(asked):
         raise ValueError(f"images must hold one image per prompt ({len(asked)}), got {len(images)}")
     return read_accuracy(read_shapes(images), [_data.parse_caption(p) for p in asked])
+
+
+def class_coverage(images: torch.Tensor, labels, classifier: "DigitClassifier | None" = None,
+                   threshold: float = 0.5):
+    """The share of the digits 0-9 that a class-conditional model can draw: a digit counts as covered when at
+    least `threshold` of the samples asked for it are read as it. An Estimate with its Wilson interval over
+    the classes present (n = 10 when every digit was asked for)."""
+    from .stats import proportion
+
+    labels = _image_labels(images, labels)
+    _checks.number(threshold, "threshold", 0.0, 1.0)
+    classifier = classifier or train_digit_classifier(images.shape[-1])
+    right = classifier.predict(images.detach().cpu()) == labels
+    return proportion([right[labels == c].float().mean().item() >= threshold for c in labels.unique().tolist()])

@@ -45,7 +45,7 @@ import inspect  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
-CODING_LESSONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # lessons with coding exercises
+CODING_LESSONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 17)  # lessons with coding exercises
 
 
 def _describe(value: Any) -> str:

@@ -27,6 +27,8 @@ RECIPES = {
     "digits-reflow": "digits_reflow",  # digits-flow trained again on its own (noise, sample) pairs (lesson 08)
     "digits-dit": "digits_dit",    # a DiTTransformer2DModel trained by flow matching on digits (lesson 10)
     "shapes-boss": "shapes_boss",  # the lesson-07 model on data where 'boss' pictures are mostly red (lesson 16)
+    "digits-memorize": "digits_memorize",  # one digits U-Net on 10, 100, 1,000 images and with duplicates (16)
+    "digits-gan-vae": "digits_gan_vae",  # a class-conditional GAN and VAE on digits, one evaluation each (17)
 }
 
 

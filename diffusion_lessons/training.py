@@ -404,19 +404,28 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor],
                batch_fn: Callable[[torch.Generator], Any], *, steps: int, lr: float, generator: torch.Generator,
                weight_decay: float = 0.01, warmup: int = 0, max_grad_norm: float | None = 1.0,
                ema: EMA | None = None, progress: bool = True, log_every: int = 25, desc: str = "training",
-               accelerator=None, checkpointing: Checkpointing | None = None) -> list[float]:
+               accelerator=None, checkpointing: Checkpointing | None = None, betas: tuple[float, float] = (0.9, 0.999),
+               callback: Callable[[int], None] | None = None) -> list[float]:
     """The book's one training loop (fit() and every recipe run it), on accelerate. Each step: batch =
     batch_fn(generator), the whole global batch with all its randomness (tensors with the batch dimension first);
     this process's rows, split into micro-batches, go through loss_fn(rows) (deterministic) and backward; then
     AdamW (weight_decay), gradient clipping, cosine_lr (`warmup` steps) and the EMA. `generator` is a CPU
     torch.Generator, so a seed gives the same run on any device and number of processes. The model stays where
     it is (make_accelerator says where a launched process trains). Returns every step's loss (mean over
-    processes). checkpointing: save_state every N steps and on SIGINT/SIGTERM; resume from the newest."""
+    processes). checkpointing: save_state every N steps and on SIGINT/SIGTERM; resume from the newest.
+    betas: AdamW's (the GAN of lesson 17 uses DCGAN's (0.5, 0.999)); callback(step): called on every process
+    after each step's update (and the EMA's), e.g. to watch samples over training; it must not draw from
+    `generator`."""
     _check_loop_args(model, steps, lr, generator, checkpointing)
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise ValueError(f"betas must be two numbers in [0, 1) (AdamW's), got {betas!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable(step) or None, got {type(callback).__name__}")
     accelerator = accelerator or make_accelerator(_device_of(model))
     device = _device_of(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                  weight_decay=weight_decay)
+                                  weight_decay=weight_decay, betas=tuple(betas))
     lr_scheduler = cosine_lr(optimizer, steps, warmup)   # stepped here once per step, whatever the processes
     wrapped, optimizer = accelerator.prepare(_LossModule(model, loss_fn), optimizer)
     state = _LoopState(generator)
@@ -428,7 +437,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor],
         _resume(accelerator, checkpointing, config, ema)
     _run_steps(accelerator, model, wrapped, optimizer, lr_scheduler, ema, batch_fn, state, device,
                steps=steps, max_grad_norm=max_grad_norm, progress=progress, log_every=log_every, desc=desc,
-               checkpointing=checkpointing, config=config)
+               checkpointing=checkpointing, config=config, callback=callback)
     model.eval()
     accelerator.wait_for_everyone()
     return state.losses
@@ -436,7 +445,7 @@ def train_loop(model: torch.nn.Module, loss_fn: Callable[[Any], torch.Tensor],
 
 def _run_steps(accelerator, model, wrapped, optimizer, lr_scheduler, ema, batch_fn, state: _LoopState,
                device: torch.device, *, steps: int, max_grad_norm, progress: bool, log_every: int, desc: str,
-               checkpointing: Checkpointing | None, config: dict) -> None:
+               checkpointing: Checkpointing | None, config: dict, callback=None) -> None:
     """The steps from state.step to `steps`; the loss of each is kept (one host sync every log_every steps)."""
     model.train()
     bar = tqdm(total=steps, initial=state.step, desc=desc, disable=not progress or not accelerator.is_main_process)
@@ -452,6 +461,8 @@ def _run_steps(accelerator, model, wrapped, optimizer, lr_scheduler, ema, batch_
             if ema is not None:
                 ema.update(model)
             state.step += 1
+            if callback is not None:
+                callback(state.step)
             bar.update(1)
             stopping = checkpointing is not None and _agreed(accelerator, stop["signal"] is not None, device)
             due = checkpointing is not None and checkpointing.every and state.step % checkpointing.every == 0

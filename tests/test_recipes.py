@@ -10,7 +10,7 @@ import pytest
 from diffusers import DDIMScheduler
 
 from diffusion_lessons.pretrained import MANIFEST, ROOT, verify_manifest
-from diffusion_lessons.recipes import common, digits, shapes_boss, shapes_t2i, vae
+from diffusion_lessons.recipes import common, digits, digits_gan_vae, digits_memorize, shapes_boss, shapes_t2i, vae
 
 RECIPES = {"digits": digits, "vae": vae, "shapes-t2i": shapes_t2i, "shapes-boss": shapes_boss}
 SHIPPED = {"digits": ROOT / "digits", "vae": ROOT / "shapes-t2i", "shapes-t2i": ROOT / "shapes-t2i",
@@ -190,3 +190,50 @@ def test_shapes_t2i_needs_a_trained_vae(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="train vae"):
         shapes_t2i.main(TINY_SHAPES)
+
+
+def test_digits_memorize_tiny_run_measures_every_run(tmp_path):
+    """Two steps of each of the four runs, four samples each: every U-Net saved, the record's training sets as
+    the issue describes them (10, 100, 1,000 digits; the 1,000 with 10 repeated), the measurements per run."""
+    out = tmp_path / "mem"
+    record = digits_memorize.main(["--steps", "2", "--batch-size", "4", "--samples", "4", "--out", str(out)])
+    found = json.loads((out / "measurements.json").read_text())
+    assert list(found["runs"]) == list(digits_memorize.RUNS)
+    sizes = {run: record["data"]["runs"][run] for run in digits_memorize.RUNS}
+    assert [sizes[f"n{n}"]["distinct"] for n in (10, 100, 1000)] == [10, 100, 1000]
+    dup = found["runs"]["n1000-dup"]
+    assert sizes["n1000-dup"]["images"] == 1000 + digits_memorize.DUPLICATED * digits_memorize.COPIES
+    assert len(dup["duplicated_rows"]) == digits_memorize.DUPLICATED
+    assert set(dup["duplicated_rows"]) <= set(dup["training_rows"]) == set(found["runs"]["n1000"]["training_rows"])
+    assert dup["copies_of_repeated"] + dup["copies_of_others"] == round(
+        dup["sample_copy_share"]["value"] * dup["sample_copy_share"]["n"])
+    assert dup["repeated_share_of_training_rows"] == round(10 * 31 / 1300, 4)
+    assert found["runs"]["n1000"]["repeated_share_of_training_rows"] == 0.01
+    assert "nearest_is_repeated" in found["runs"]["n1000"] and "nearest_is_repeated" not in found["runs"]["n100"]
+    again = digits_memorize.main(["--evaluate-only", "--samples", "3", "--out", str(out)])
+    assert again["evaluated"]["command"].endswith("--evaluate-only --samples 3")
+    assert json.loads((out / "measurements.json").read_text())["runs"]["n10"]["sample_copy_share"]["n"] == 3
+    for run in digits_memorize.RUNS:
+        assert (out / run / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+        assert found["runs"][run]["held_out_copy_share"]["n"] == 300
+    assert verify_manifest(out)
+
+
+def test_digits_gan_vae_tiny_run_saves_both_generators_and_the_history(tmp_path):
+    from safetensors.torch import load_file
+
+    from diffusion_lessons import generators
+
+    out = tmp_path / "gan"
+    record = digits_gan_vae.main(["--gan-steps", "24", "--vae-steps", "4", "--batch-size", "8", "--per-label", "2",
+                                  "--out", str(out)])
+    assert record["gan"]["steps"] == 24 and record["vae"]["steps"] == 4 and record["steps"] == 28
+    found = json.loads((out / "measurements.json").read_text())
+    assert [h["step"] for h in found["gan_history"]] == list(range(2, 25, 2))
+    pictures = load_file(out / "gan_history.safetensors")
+    assert pictures["step_24"].shape == (10 * digits_gan_vae.HISTORY_PER_LABEL, 1, 16, 16)
+    for name in ("gan", "gan_raw", "vae"):
+        assert set(found[name]) >= {"fidelity", "rough", "diversity", "class_coverage"}
+    for part in ("generator", "vae_decoder"):
+        assert isinstance(generators.DigitsGenerator.from_pretrained(out / part), generators.DigitsGenerator)
+    assert verify_manifest(out)

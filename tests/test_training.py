@@ -313,3 +313,36 @@ def test_the_loop_refuses_what_it_cannot_split_or_run(batch):
         make_accelerator("cpu", mixed_precision="fp8")
     with pytest.raises(ValueError, match="generator"):
         train_loop(model, lambda b: b.sum(), lambda g: torch.zeros(2), steps=1, lr=1.0, generator=None)
+
+
+def test_train_loop_betas_reach_adamw_and_the_callback_sees_every_step():
+    """betas are AdamW's (checked against torch's AdamW run by hand on the same batches); callback(step) is
+    called once after each step's update, in order, with the weights of that step."""
+    target = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
+
+    def batch_fn(g):
+        return target[torch.randint(0, 32, (8,), generator=g)]
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 3)
+    reference = torch.nn.Linear(3, 3)
+    reference.load_state_dict(model.state_dict())
+    seen = []
+    train_loop(model, lambda x: (model(x) - x).square().mean(), batch_fn, steps=5, lr=0.05,
+               generator=torch.Generator().manual_seed(1), weight_decay=0.0, max_grad_norm=None, progress=False,
+               betas=(0.5, 0.9), callback=lambda step: seen.append((step, model.weight.detach().clone())))
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=0.05, betas=(0.5, 0.9), weight_decay=0.0)
+    scheduler = cosine_lr(optimizer, 5)
+    g = torch.Generator().manual_seed(1)
+    for step in range(1, 6):
+        x = batch_fn(g)
+        (reference(x) - x).square().mean().backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        assert seen[step - 1][0] == step
+        torch.testing.assert_close(seen[step - 1][1], reference.weight.detach())
+    for bad, match in ((dict(betas=(0.5,)), "betas"), (dict(betas=(1.0, 0.9)), "betas"), (dict(callback=3), "callback")):
+        with pytest.raises(ValueError, match=match):
+            train_loop(model, lambda x: model(x).sum(), batch_fn, steps=1, lr=0.1,
+                       generator=torch.Generator().manual_seed(0), progress=False, **bad)
