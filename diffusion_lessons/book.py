@@ -51,9 +51,12 @@ LESSONS = (
     Lesson("10_diffusion_transformers", "Diffusion transformers",
            "images as patches: DiT with adaLN-Zero against the U-Net, scaling with compute, SD3's joint text-image "
            "attention"),
-    Lesson("16_bias", "Bias in, bias out",
+    Lesson("16_bias", "Bias in, bias out, and memorization",
            "a role word whose training pictures are 80% red: how much of the lean comes out, what guidance does to "
-           "it, and which fixes work, measured"),
+           "it, which fixes work; and when a model copies its training images (10, 100, 1,000 digits, duplicates)"),
+    Lesson("17_other_generators", "The other generators: GANs and VAEs against diffusion",
+           "one generator network trained as a GAN and as a VAE against diffusion and flow: fidelity, coverage, "
+           "diversity, speed, mode collapse watched; normalizing flows and flow matching"),
 )
 
 

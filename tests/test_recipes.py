@@ -10,11 +10,14 @@ import pytest
 from diffusers import DDIMScheduler
 
 from diffusion_lessons.pretrained import MANIFEST, ROOT, verify_manifest
-from diffusion_lessons.recipes import common, digits, digits_gan_vae, digits_memorize, shapes_boss, shapes_t2i, vae
+from diffusion_lessons.recipes import (common, digits, digits_gan_vae, digits_memorize, shapes_boss, shapes_t2i,
+                                      vae)
 
-RECIPES = {"digits": digits, "vae": vae, "shapes-t2i": shapes_t2i, "shapes-boss": shapes_boss}
+RECIPES = {"digits": digits, "vae": vae, "shapes-t2i": shapes_t2i, "shapes-boss": shapes_boss,
+           "digits-memorize": digits_memorize, "digits-gan-vae": digits_gan_vae}
 SHIPPED = {"digits": ROOT / "digits", "vae": ROOT / "shapes-t2i", "shapes-t2i": ROOT / "shapes-t2i",
-           "shapes-boss": ROOT / "shapes-boss"}
+           "shapes-boss": ROOT / "shapes-boss", "digits-memorize": ROOT / "digits-memorize",
+           "digits-gan-vae": ROOT / "digits-gan-vae"}
 # the fields every record has (recipes.common.run_record), and the older names the lessons read
 RECORD_KEYS = {"model", "command", "data", "seed", "profile", "steps", "batch_size", "lr", "optimizer",
                "lr_schedule", "warmup", "ema_max_decay", "first_loss", "final_loss", "final_loss_window",
@@ -237,3 +240,14 @@ def test_digits_gan_vae_tiny_run_saves_both_generators_and_the_history(tmp_path)
     for part in ("generator", "vae_decoder"):
         assert isinstance(generators.DigitsGenerator.from_pretrained(out / part), generators.DigitsGenerator)
     assert verify_manifest(out)
+    plain = tmp_path / "unconditional"
+    record = digits_gan_vae.main(["--unconditional", "--gan-steps", "12", "--batch-size", "8", "--per-label", "2",
+                                  "--out", str(plain)])
+    assert record["command"].endswith("--gan-steps 12 --batch-size 8 --unconditional --per-label 2")
+    assert record["steps"] == 12
+    found = json.loads((plain / "measurements.json").read_text())
+    shares = found["gan"]["shares"]
+    assert sorted(shares, key=int) == [str(d) for d in range(10)] and all(r["n"] == 20 for r in shares.values())
+    assert sum(round(r["value"] * r["n"]) for r in shares.values()) == 20
+    assert generators.DigitsGenerator.from_pretrained(plain / "generator").config.num_classes == 1
+    assert not (plain / "vae_decoder").exists()

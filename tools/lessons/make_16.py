@@ -6,9 +6,14 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 md, code = new_markdown_cell, new_code_cell
+HERE = Path(__file__).resolve().parent
+PROSE = {}   # result-dependent paragraphs, kept next to this file
+for part in (HERE / "prose_16.md").read_text().split("\n@@ ")[1:]:
+    key, _, text = part.partition("\n")
+    PROSE[key.strip()] = text.strip()
 
 cells = [
-    md("""# Lesson 16: Bias in, bias out
+    md("""# Lesson 16: Bias in, bias out, and memorization
 
 Ask a large image generator for "a CEO" and count what comes back: mostly white men, more so than among real
 CEOs. The usual explanation is that the training pictures lean that way and the model learns the lean. That is
@@ -26,7 +31,9 @@ this data (`shapes-boss`, `python -m diffusion_lessons.train shapes-boss`), and 
 - how a skew in the data becomes a skew in the outputs, measured with 95% intervals;
 - whether classifier-free guidance (lesson 05) amplifies the majority beyond the data's 80%;
 - which fixes work, measured: naming the attribute in the prompt, a negative prompt, and rebalancing the data;
-- what of this transfers to large models, and what does not.
+- what of this transfers to large models, and what does not;
+- when a generator copies its training pictures instead of making new ones: the same model trained on 10, 100 and
+  1,000 digits, measured against held-out digits, and what duplicated training pictures do.
 """),
     code("""import json
 
@@ -219,8 +226,151 @@ prompt, draw a few hundred pictures from a fixed seed, read one attribute off ea
 interval against a reference share. Studies of the large models do exactly this (e.g. Bianchi et al. 2023, "Easily
 Accessible Text-to-Image Generation Amplifies Demographic Stereotypes at Large Scale"; Luccioni et al. 2023,
 "Stable Bias").
+"""),
+    md("""## 5. Memorization: copying instead of creating
 
-## Exercises
+The second thing a generator learns from its data is the data itself. A model that has seen few pictures, or the
+same picture many times, can learn to reproduce them: it *copies* instead of creating. Carlini et al. (2023,
+"Extracting Training Data from Diffusion Models") pulled near-exact copies of training images out of Stable
+Diffusion, most of them pictures that appeared many times in its training set; Somepalli et al. (2023) found
+copied layouts and objects in ordinary use.
+
+To see when copying happens we train **the same model on different amounts of data**. The recipe
+`python -m diffusion_lessons.train digits-memorize` trains the digits U-Net of lesson 08 (flow matching,
+unconditional this time: every label is the null label) four times, with the same number of steps and the same
+batch: on **10**, **100** and **1,000** digits of the training split, and once more on the 1,000 with **10 of them
+repeated** many times, the duplicated pictures of a web scrape in miniature.
+
+**The copy test.** How close is "a copy"? Pixel distances depend on the world, so we use a scale-free test (Yoon
+et al. 2023): a sample *copies* a training image when its distance to the nearest training image is at most a
+third of its distance to the second nearest. A new picture, such as a real digit the model never saw, usually has
+several training images at similar distances and fails the test. That gives the baseline: the held-out digits of
+the test split, measured in exactly the same way against each training set, should almost never count as copies.
+The distances are root-mean-square pixel differences, found by brute force (`memorization.nearest_neighbours`)."""),
+    code("""from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+
+from diffusion_lessons import memorization
+from diffusion_lessons.data import load_digits
+
+mem_folder = ROOT / "digits-memorize"
+mem = json.loads((mem_folder / "measurements.json").read_text())
+mem_recipe = json.loads((mem_folder / "recipe.json").read_text())
+print("the shipped measurements were made on these weights:", record_matches_model(mem, mem_folder))
+print(f"trained by: {mem_recipe['command']} ({mem_recipe['total_time_s'] / 60:.0f} min in all on "
+      f"{mem_recipe['hardware']})")
+RUNS = list(mem["runs"])
+scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(mem_folder / "scheduler")
+unets = {run: UNet2DModel.from_pretrained(mem_folder / run / "unet", use_safetensors=True).eval() for run in RUNS}
+digits_train, _ = load_digits("train")
+held_out, _ = load_digits("test")
+train_sets = {run: digits_train[torch.tensor(mem["runs"][run]["training_rows"])] for run in RUNS}
+for run in RUNS:
+    info = mem_recipe["data"]["runs"][run]
+    print(f"{run:>10}: {info['distinct']:>5} distinct digits, {info['images']:>5} training rows "
+          f"({info['duplicated']} of them repeated, {info['copies_each']} copies each)")"""),
+    code("""N_MEM = by_profile(quick=100, full=500)      # live samples per model; the record holds 500 each
+mem_live = {run: memorization.draw_samples(unets[run], scheduler, N_MEM, seed=1) for run in RUNS}
+rows, titles = [], []
+for run in RUNS[:3]:
+    d, idx = memorization.nearest_neighbours(mem_live[run][:10], train_sets[run])
+    rows += [mem_live[run][:10], train_sets[run][idx[:, 0]]]
+    titles += [f"{run}" if i == 0 else "" for i in range(10)] + [f"{v:.2f}" for v in d[:, 0].tolist()]
+show_images(torch.cat(rows), ncols=10, size=0.8, titles=titles,
+            suptitle="each model's first 10 samples, and under each its nearest training digit (RMS distance)")"""),
+    md("""Read the pairs of rows. The model trained on 10 digits draws its training digits back, nearly pixel for
+pixel. The one trained on 1,000 draws digits whose nearest training image is visibly a *different* picture of
+the same digit. Now the measurement, on the 500 samples per model of the record, each share with its 95% interval,
+and the median distance to the nearest training image next to the same distance for held-out real digits:"""),
+    code("""# NBVAL_CHECK_OUTPUT
+def fmt(row: dict) -> str:
+    return f"{row['value']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
+
+
+print(f"{'run':>10} {'copies among samples':>24} {'copies among held-out':>24} {'median NN dist, samples':>26} "
+      f"{'held-out':>22}")
+for run in RUNS:
+    r = mem["runs"][run]
+    print(f"{run:>10} {fmt(r['sample_copy_share']):>24} {fmt(r['held_out_copy_share']):>24} "
+          f"{fmt(r['sample_nn_distance']):>26} {fmt(r['held_out_nn_distance']):>22}")
+print(f"n = {mem['runs']['n10']['sample_copy_share']['n']} samples per model, "
+      f"{mem['runs']['n10']['held_out_copy_share']['n']} held-out digits; 95% intervals")"""),
+    code("""fig = new_figure(10, 3.3)
+axes = fig.subplots(1, 4, gridspec_kw=dict(width_ratios=[1, 1, 1, 1.2]))
+bins = torch.linspace(0, 0.8, 41)
+for ax, run in zip(axes, RUNS[:3]):
+    d_s, _ = memorization.nearest_neighbours(mem_live[run], train_sets[run])
+    d_h, _ = memorization.nearest_neighbours(held_out, train_sets[run])
+    ax.hist(d_h[:, 0], bins=bins, alpha=0.5, density=True, color="grey", label="held-out real")
+    ax.hist(d_s[:, 0], bins=bins, alpha=0.6, density=True, color="C0", label="samples")
+    ax.set(title=f"trained on {run[1:]}", xlabel="distance to nearest training digit", yticks=[])
+axes[0].legend(fontsize=7)
+sizes = [int(run[1:]) for run in RUNS[:3]]
+for key, color, label in (("sample_copy_share", "C0", "samples"), ("held_out_copy_share", "grey", "held-out real")):
+    vals = [mem["runs"][run][key] for run in RUNS[:3]]
+    axes[3].errorbar(sizes, [v["value"] for v in vals], yerr=[[v["value"] - v["low"] for v in vals],
+                                                             [v["high"] - v["value"] for v in vals]],
+                     fmt="o-", capsize=4, color=color, label=label)
+axes[3].set(xscale="log", xlabel="training digits", ylabel="share that copies a training digit", ylim=(-0.02, 1.02),
+            title="copy share (95% intervals)")
+axes[3].legend(fontsize=7)
+
+fig"""),
+    code("""# NBVAL_CHECK_OUTPUT
+def est(row: dict) -> Estimate:
+    return Estimate(row["value"], row["low"], row["high"], row["n"])
+
+
+r = {run: {k: est(v) for k, v in mem["runs"][run].items() if isinstance(v, dict)} for run in RUNS}
+print("checked on the recorded figures (a difference counts when the 95% intervals do not overlap):")
+print("n10: every sample passes the copy test:", r["n10"]["sample_copy_share"].value == 1.0)
+print("n100: fewer copies than n10 and more than n1000:",
+      above(r["n10"]["sample_copy_share"], r["n100"]["sample_copy_share"])
+      and above(r["n100"]["sample_copy_share"], r["n1000"]["sample_copy_share"]))
+print("n100: copies among a minority of samples (upper bound below one half):", r["n100"]["sample_copy_share"].high < 0.5)
+print("n1000: copy share no different from held-out real digits':",
+      r["n1000"]["sample_copy_share"].overlaps(r["n1000"]["held_out_copy_share"]))
+for run in RUNS[:3]:
+    print(f"{run}: samples closer to the training digits than held-out real digits are:",
+          above(r[run]["held_out_nn_distance"], r[run]["sample_nn_distance"]))
+print("n1000: samples further from the training digits than held-out real digits are:",
+      above(r["n1000"]["sample_nn_distance"], r["n1000"]["held_out_nn_distance"]))"""),
+    md(PROSE["copying"]),
+    md("""## 6. Duplicates: what a web scrape does
+
+Large training sets are not clean: the same picture (a famous painting, a product photo, a meme) appears
+hundreds of times. The `n1000-dup` run is the `n1000` run with 10 of its 1,000 digits repeated, so that each of
+those 10 is drawn as often as dozens of ordinary ones. The model has enough distinct digits to generalise; does it
+still copy the repeated ones?"""),
+    code("""# NBVAL_CHECK_OUTPUT
+print(f"{'':>10} {'nearest training digit is a repeated one':>42} {'copies of a repeated digit':>28} "
+      f"{'copies of another':>18} {'repeated digits, share of rows':>32}")
+for run in ("n1000", "n1000-dup"):
+    m = mem["runs"][run]
+    print(f"{run:>10} {fmt(m['nearest_is_repeated']):>42} {m['copies_of_repeated']:>28} {m['copies_of_others']:>18} "
+          f"{m['repeated_share_of_training_rows']:>32.3f}")
+print(f"n = {mem['runs']['n1000']['nearest_is_repeated']['n']} samples per model; 95% intervals")
+n1000 = r["n1000"]["nearest_is_repeated"]
+print("n1000: the ten are the nearest digit of as many samples as their share of the digits predicts:",
+      n1000.low <= mem["runs"]["n1000"]["repeated_share_of_training_rows"] <= n1000.high)
+print("the repeated digits draw more samples to them than without repetition:",
+      above(r["n1000-dup"]["nearest_is_repeated"], r["n1000"]["nearest_is_repeated"]))
+print("n1000-dup: copy share no different from n1000's:",
+      r["n1000-dup"]["sample_copy_share"].overlaps(r["n1000"]["sample_copy_share"]))"""),
+    code("""repeated = torch.tensor(mem["runs"]["n1000-dup"]["duplicated_rows"])
+dup_train = digits_train[repeated]
+flags = memorization.copy_flags(mem_live["n1000-dup"], train_sets["n1000-dup"])
+d, idx = memorization.nearest_neighbours(mem_live["n1000-dup"], train_sets["n1000-dup"])
+rows_near = torch.nonzero(torch.isin(torch.tensor(mem["runs"]["n1000-dup"]["training_rows"])[idx[:, 0]],
+                                     repeated)).flatten()[:10].tolist()
+show_images(torch.cat([dup_train, mem_live["n1000-dup"][rows_near],
+                       train_sets["n1000-dup"][idx[rows_near, 0]]]), ncols=10, size=0.8,
+            titles=["repeated" if i == 0 else "" for i in range(10)]
+                   + [f"{d[i, 0]:.2f}" + (" copy" if flags[i] else "") for i in rows_near]
+                   + ["its nearest" if i == 0 else "" for i in range(len(rows_near))],
+            suptitle=f"top: the 10 repeated training digits; middle: live samples of n1000-dup whose nearest training "
+                     f"digit is a repeated one ({len(rows_near)} shown); bottom: that digit")"""),
+    md(PROSE["duplicates"]),
+    md("""## Exercises
 
 1. **The threshold of amplification.** Sample the role prompt at guidance 1.5, 2 and 5 with
    `bias.role_color_shares(pipe, [1.5, 2.0, 5.0], n=100)` and add the points to the figure of section 2. Where does
@@ -230,7 +380,48 @@ Accessible Text-to-Image Generation Amplifies Demographic Stereotypes at Large S
    of the lean?
 3. **Blame the sampler?** The record uses 25 DDIM steps. Measure guidance 7.5 with 10 and 50 steps: does the
    number of steps change the red share, within the intervals?
-"""),
+4. **How strict is "a copy"?** Run the copy test on the live samples of section 5 with a looser and a stricter
+   ratio (`memorization.copy_flags(samples, train, ratio=0.5)` and `ratio=0.2`), for the three training-set sizes and
+   for the held-out digits. Does the order of the three runs depend on the threshold?
+
+**5. Wilson's interval.** Every share in this lesson carries Wilson's 95% interval. Complete `wilson_by_hand(k, n)`
+(the formula is in the task). `ex.check` runs your function and the book's on five random inputs and says
+"correct", or shows the first difference. Stuck? `ex.show_hint()`; the book's answer: `ex.show_solution()`."""),
+    code("""from diffusion_lessons.exercise_bank.lesson16 import EXERCISES
+
+ex = next(e for e in EXERCISES if e.name == "Wilson interval")
+ex.describe()
+
+
+def wilson_by_hand(k, n):
+    ...  # your code here
+
+
+ex.check(wilson_by_hand);"""),
+    md("""**6. What guidance would do, ideally.** Section 2 read classifier-free guidance as sampling from
+$p(x \\mid c)\\, p(c \\mid x)^{s-1}$. For a model that has learned the colors exactly, that turns the share of each
+color into $p(\\text{color} \\mid c)\\,\\big(p(\\text{color} \\mid c) / p(\\text{color})\\big)^{s-1}$, normalised. Complete
+`guided_shares(p_cond, p_uncond, scale)`, then try it with the world's numbers (red 0.8 of the role pictures, and red's
+share of all pictures): how close does the ideal come to the red share
+the record measured at $s = 3$ (section 2)?"""),
+    code("""ex = next(e for e in EXERCISES if e.name == "guided shares")
+
+
+def guided_shares(p_cond, p_uncond, scale):
+    ...  # your code here
+
+
+ex.check(guided_shares);"""),
+    md("""**7. The copy test.** Complete `copy_flags_by_hand(queries, references)` (flattened images, one per row): the
+ratio test of section 5, with the root-mean-square distance."""),
+    code("""ex = next(e for e in EXERCISES if e.name == "copy test")
+
+
+def copy_flags_by_hand(queries, references):
+    ...  # your code here
+
+
+ex.check(copy_flags_by_hand);"""),
 ]
 
 nb = new_notebook(cells=cells, metadata={"kernelspec": {"display_name": "Python (diffusion-lessons)",
