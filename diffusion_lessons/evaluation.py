@@ -416,6 +416,8 @@ def class_coverage(images: torch.Tensor, labels, classifier: "DigitClassifier | 
 
     labels = _image_labels(images, labels)
     _checks.number(threshold, "threshold", 0.0, 1.0)
+    if classifier is not None and not isinstance(classifier, DigitClassifier):
+        raise ValueError(f"classifier must be a DigitClassifier or None, got {type(classifier).__name__}")
     classifier = classifier or train_digit_classifier(images.shape[-1])
     right = classifier.predict(images.detach().cpu()) == labels
     return proportion([right[labels == c].float().mean().item() >= threshold for c in labels.unique().tolist()])

@@ -36,6 +36,14 @@ Z_DIM = 64          # the code each sample starts from
 VAE_SIGMA = 0.2     # the VAE's likelihood: x ~ N(decoder(z), VAE_SIGMA^2) per pixel, in the [-1, 1] scale
 
 
+def _check_sizes(multiple: int = 2, **sizes) -> None:
+    """Every size an int >= 1; channels a multiple of `multiple` (the networks halve or quarter it)."""
+    for name, value in sizes.items():
+        _checks.integer(value, name, 1)
+    if sizes.get("channels", 0) % multiple:
+        raise ValueError(f"channels must be a multiple of {multiple}, got {sizes['channels']}")
+
+
 def _gn(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(8, channels)
 
@@ -49,6 +57,7 @@ class DigitsGenerator(ModelMixin, ConfigMixin):
         super().__init__()
         if sample_size != 16:
             raise ValueError(f"sample_size must be 16 (4x4 upsampled twice), got {sample_size}")
+        _check_sizes(32, z_dim=z_dim, label_dim=label_dim, channels=channels, num_classes=num_classes)  # GroupNorm(8)
         self.embed = nn.Embedding(num_classes, label_dim)
         self.project = nn.Linear(z_dim + label_dim, channels * 16)
         self.body = nn.Sequential(
@@ -77,6 +86,7 @@ class DigitsCritic(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, channels: int = 128, num_classes: int = NUM_DIGIT_CLASSES):
         super().__init__()
+        _check_sizes(channels=channels, num_classes=num_classes)
         self.features = _features(channels)
         self.out = nn.Linear(channels * 2 * 16, 1)
         self.embed = nn.Embedding(num_classes, channels * 2 * 16)
@@ -92,6 +102,7 @@ class DigitsEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, z_dim: int = Z_DIM, channels: int = 128, num_classes: int = NUM_DIGIT_CLASSES):
         super().__init__()
+        _check_sizes(z_dim=z_dim, channels=channels, num_classes=num_classes)
         self.features = _features(channels)
         self.embed = nn.Embedding(num_classes, 32)
         self.out = nn.Linear(channels * 2 * 16 + 32, 2 * z_dim)
@@ -106,6 +117,10 @@ class GanPair(nn.Module):
 
     def __init__(self, generator: DigitsGenerator, critic: DigitsCritic):
         super().__init__()
+        if not isinstance(generator, DigitsGenerator):
+            raise ValueError(f"generator must be a DigitsGenerator, got {type(generator).__name__}")
+        if not isinstance(critic, DigitsCritic):
+            raise ValueError(f"critic must be a DigitsCritic, got {type(critic).__name__}")
         self.generator, self.critic = generator, critic
 
 
@@ -114,15 +129,26 @@ class DigitsVAE(nn.Module):
 
     def __init__(self, encoder: DigitsEncoder, decoder: DigitsGenerator):
         super().__init__()
+        if not isinstance(encoder, DigitsEncoder):
+            raise ValueError(f"encoder must be a DigitsEncoder, got {type(encoder).__name__}")
+        if not isinstance(decoder, DigitsGenerator):
+            raise ValueError(f"decoder must be a DigitsGenerator, got {type(decoder).__name__}")
         self.encoder, self.decoder = encoder, decoder
 
 
-def _check_batch(x: torch.Tensor, labels: torch.Tensor, z: torch.Tensor | None = None) -> None:
+def _check_batch(x: torch.Tensor, labels: torch.Tensor, z: torch.Tensor, z_name: str = "z") -> None:
     _checks.tensor(x, "x", floating=True, ndim=4)
-    if labels.shape != (x.shape[0],):
-        raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
-    if z is not None and (z.ndim != 2 or z.shape[0] != x.shape[0]):
-        raise ValueError(f"z must have shape ({x.shape[0]}, z_dim), got {tuple(z.shape)}")
+    if not isinstance(labels, torch.Tensor) or labels.shape != (x.shape[0],):
+        raise ValueError(f"labels must be a tensor of shape ({x.shape[0]},), got "
+                         f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
+    if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != x.shape[0]:
+        raise ValueError(f"{z_name} must have shape ({x.shape[0]}, z_dim), got "
+                         f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+
+
+def _check_module(value, name: str, cls) -> None:
+    if not isinstance(value, cls):
+        raise ValueError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
 
 
 def gan_losses(pair: GanPair, x: torch.Tensor, labels: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor,
@@ -130,6 +156,7 @@ def gan_losses(pair: GanPair, x: torch.Tensor, labels: torch.Tensor, z: torch.Te
     """(critic loss, generator loss) on real digits x with their labels and codes z for as many fakes:
     critic: softplus(-D(x)) + softplus(D(G(z))) (binary cross-entropy, real = 1, fake = 0), with G(z) detached;
     generator: softplus(-D(G(z))) (the non-saturating loss), through a detached copy of the critic's weights."""
+    _check_module(pair, "pair", GanPair)
     _check_batch(x, labels, z)
     fake = pair.generator(z, labels)
     critic_loss = F.softplus(-pair.critic(x, labels)).mean() + F.softplus(pair.critic(fake.detach(), labels)).mean()
@@ -141,6 +168,8 @@ def gan_losses(pair: GanPair, x: torch.Tensor, labels: torch.Tensor, z: torch.Te
 def gan_loss_fn(pair: GanPair):
     """loss_fn for train_loop on batches {'x0', 'labels', 'z'}: critic loss + generator loss (gan_losses), whose
     gradient is the critic's loss's for the critic and the generator's loss's for the generator."""
+    _check_module(pair, "pair", GanPair)
+
     def loss_fn(batch: dict) -> torch.Tensor:
         critic_loss, generator_loss = gan_losses(pair, batch["x0"], batch["labels"], batch["z"])
         return critic_loss + generator_loss
@@ -152,7 +181,9 @@ def vae_loss(vae: DigitsVAE, x: torch.Tensor, labels: torch.Tensor, eps: torch.T
              sigma: float = VAE_SIGMA) -> tuple[torch.Tensor, torch.Tensor]:
     """(reconstruction, KL), each summed over a digit and averaged over the batch: z = mean + exp(logvar / 2)
     eps; reconstruction = |x - decoder(z)|^2 / (2 sigma^2); KL(q || N(0, I)) = (mean^2 + var - 1 - logvar) / 2."""
-    _check_batch(x, labels, eps)
+    _check_module(vae, "vae", DigitsVAE)
+    _check_batch(x, labels, eps, "eps")
+    _checks.number(sigma, "sigma", above=0)
     mean, logvar = vae.encoder(x, labels)
     recon = vae.decoder(mean + (0.5 * logvar).exp() * eps, labels)
     reconstruction = ((x - recon) ** 2).flatten(1).sum(1).mean() / (2 * sigma ** 2)
@@ -163,6 +194,8 @@ def vae_loss(vae: DigitsVAE, x: torch.Tensor, labels: torch.Tensor, eps: torch.T
 def vae_loss_fn(vae: DigitsVAE):
     """loss_fn for train_loop on batches {'x0', 'labels', 'z'} (z: the reparameterisation noise): the negative
     evidence lower bound per digit, reconstruction + KL (vae_loss), in nats up to a constant."""
+    _check_module(vae, "vae", DigitsVAE)
+
     def loss_fn(batch: dict) -> torch.Tensor:
         reconstruction, kl = vae_loss(vae, batch["x0"], batch["labels"], batch["z"])
         return reconstruction + kl

@@ -95,6 +95,8 @@ def memorization_report(samples: torch.Tensor, train: torch.Tensor, held_out: to
                         ratio: float = COPY_RATIO, seed: int = 0) -> dict[str, Estimate]:
     """The copy share (Wilson) and median nearest-training-image distance (bootstrap) of the samples and of
     held-out real images, against the distinct images of train."""
+    for value, name in ((samples, "samples"), (train, "train"), (held_out, "held_out")):
+        _images(value, name)
     references, _ = unique_rows(train)
     return dict(
         sample_copy_share=proportion(copy_flags(samples, references, ratio)),

@@ -26,9 +26,10 @@ import pytest
 import torch
 
 import diffusion_lessons
-from diffusion_lessons import (bias, book, data, device, dit, evaluation, exercises, flow, guidance, latents, loop,
-                               measure, models, parameterisation, plotting, pretrained, samplers, sampling, schedules,
-                               sigmas, solvers, stats, t2i, text, thresholding, toys, training, widgets)
+from diffusion_lessons import (bias, book, data, device, dit, evaluation, exercises, flow, generators, guidance, latents,
+                               loop, measure, memorization, models, parameterisation, plotting, pretrained, samplers,
+                               sampling, schedules, sigmas, solvers, stats, t2i, text, thresholding, toys, training,
+                               widgets)
 
 PACKAGE = Path(diffusion_lessons.__file__).parent
 DIGITS = PACKAGE / "pretrained" / "digits"
@@ -133,6 +134,9 @@ BAD_INPUTS: dict[str, list] = {
     # evaluation
     "evaluation.DigitClassifier": [case("size", lambda: evaluation.DigitClassifier(None, 0, 1.0))],
     "evaluation.train_digit_classifier": [case("size", lambda: evaluation.train_digit_classifier(0))],
+    "evaluation.class_coverage": [case("labels", lambda: evaluation.class_coverage(F().x, [1, 2, 3])),
+                                  case("threshold", lambda: evaluation.class_coverage(F().x, F().labels, threshold=2)),
+                                  case("classifier", lambda: evaluation.class_coverage(F().x, F().labels, "svm"))],
     "evaluation.fidelity": [case("classifier", lambda: evaluation.fidelity("svm", F().x, F().labels)),
                             case("labels", lambda: evaluation.fidelity(evaluation.DigitClassifier(None, 16, 1.0),
                                                                        F().x, [1, 2, 3]))],
@@ -488,6 +492,53 @@ BAD_INPUTS: dict[str, list] = {
                                case("n", lambda: bias.role_color_shares(F().pipe, n=0)),
                                case("prompt", lambda: bias.role_color_shares(F().pipe, prompt="")),
                                case("negative_prompt", lambda: bias.role_color_shares(F().pipe, negative_prompt=3))],
+    # memorization (lesson 16)
+    "memorization.nearest_neighbours": [case("queries", lambda: memorization.nearest_neighbours([1, 2], F().x)),
+                                        case("k", lambda: memorization.nearest_neighbours(F().x, F().x, k=3)),
+                                        case("references", lambda: memorization.nearest_neighbours(F().x, F().nan))],
+    "memorization.unique_rows": [case("x", lambda: memorization.unique_rows("x"))],
+    "memorization.copy_flags": [case("references", lambda: memorization.copy_flags(F().x, F().x[:1])),
+                                case("ratio", lambda: memorization.copy_flags(F().x, F().x, ratio=NAN))],
+    "memorization.memorization_report": [case("held_out", lambda: memorization.memorization_report(F().x, F().x,
+                                                                                                   "held")),
+                                         case("samples", lambda: memorization.memorization_report(F().nan, F().x,
+                                                                                                  F().x))],
+    "memorization.training_subset": [case("n", lambda: memorization.training_subset(0)),
+                                     case("seed", lambda: memorization.training_subset(10, seed=-1))],
+    "memorization.with_duplicates": [case("rows", lambda: memorization.with_duplicates(F().x, [5], 2)),
+                                     case("copies", lambda: memorization.with_duplicates(F().x, [1], -1))],
+    "memorization.draw_samples": [case("n", lambda: memorization.draw_samples(F().unet, F().flow_scheduler, 0)),
+                                  case("scheduler", lambda: memorization.draw_samples(F().unet, "euler", 2))],
+    # generators (lesson 17)
+    "generators.DigitsGenerator": [case("sample_size", lambda: generators.DigitsGenerator(sample_size=32)),
+                                   case("channels", lambda: generators.DigitsGenerator(channels=100)),
+                                   case("z_dim", lambda: generators.DigitsGenerator(z_dim=0))],
+    "generators.DigitsCritic": [case("channels", lambda: generators.DigitsCritic(channels=0)),
+                                case("num_classes", lambda: generators.DigitsCritic(num_classes=2.5))],
+    "generators.DigitsEncoder": [case("z_dim", lambda: generators.DigitsEncoder(z_dim=-1))],
+    "generators.GanPair": [case("generator", lambda: generators.GanPair(F().tiny, generators.DigitsCritic())),
+                           case("critic", lambda: generators.GanPair(generators.DigitsGenerator(), F().tiny))],
+    "generators.DigitsVAE": [case("encoder", lambda: generators.DigitsVAE(F().tiny, generators.DigitsGenerator())),
+                             case("decoder", lambda: generators.DigitsVAE(generators.DigitsEncoder(), F().tiny))],
+    "generators.gan_losses": [case("pair", lambda: generators.gan_losses(F().tiny, F().x, F().labels, F().x)),
+                              case("labels", lambda: generators.gan_losses(
+                                  generators.GanPair(generators.DigitsGenerator(), generators.DigitsCritic()), F().x,
+                                  torch.zeros(3, dtype=torch.long), torch.zeros(2, generators.Z_DIM))),
+                              case("z", lambda: generators.gan_losses(
+                                  generators.GanPair(generators.DigitsGenerator(), generators.DigitsCritic()), F().x,
+                                  F().labels, torch.zeros(2)))],
+    "generators.gan_loss_fn": [case("pair", lambda: generators.gan_loss_fn("pair"))],
+    "generators.vae_loss": [case("eps", lambda: generators.vae_loss(
+                                generators.DigitsVAE(generators.DigitsEncoder(), generators.DigitsGenerator()), F().x,
+                                F().labels, torch.zeros(3, generators.Z_DIM))),
+                            case("sigma", lambda: generators.vae_loss(
+                                generators.DigitsVAE(generators.DigitsEncoder(), generators.DigitsGenerator()), F().x,
+                                F().labels, torch.zeros(2, generators.Z_DIM), sigma=0.0)),
+                            case("vae", lambda: generators.vae_loss(F().tiny, F().x, F().labels, F().x))],
+    "generators.vae_loss_fn": [case("vae", lambda: generators.vae_loss_fn(F().tiny))],
+    "generators.generate": [case("generator_net", lambda: generators.generate(F().tiny, [0])),
+                            case("labels", lambda: generators.generate(generators.DigitsGenerator(), [10])),
+                            case("generator", lambda: generators.generate(generators.DigitsGenerator(), [1], 3))],
     # book
     "book.load_lesson_times": [case("path", lambda: book.load_lesson_times(3))],
     "book.format_seconds": [case("seconds", lambda: book.format_seconds(-1.0))],

@@ -107,9 +107,9 @@ def test_class_coverage_counts_the_digits_drawn_right():
     (lambda: gen.generate(gen.DigitsGenerator(), [10]), "labels"),
     (lambda: gen.generate(gen.DigitsGenerator(), []), "labels"),
     (lambda: gen.gan_losses(gen.GanPair(gen.DigitsGenerator(), gen.DigitsCritic()), torch.zeros(2, 1, 16, 16),
-                            torch.zeros(3, dtype=torch.long), torch.zeros(2, gen.Z_DIM)), "labels must have"),
+                            torch.zeros(3, dtype=torch.long), torch.zeros(2, gen.Z_DIM)), "labels must be a tensor"),
     (lambda: gen.vae_loss(gen.DigitsVAE(gen.DigitsEncoder(), gen.DigitsGenerator()), torch.zeros(2, 1, 16, 16),
-                          torch.zeros(2, dtype=torch.long), torch.zeros(3, gen.Z_DIM)), "z must have"),
+                          torch.zeros(2, dtype=torch.long), torch.zeros(3, gen.Z_DIM)), "eps must have"),
     (lambda: gen.DigitsGenerator(sample_size=32), "sample_size"),
 ])
 def test_bad_inputs_name_the_argument(call, match):
