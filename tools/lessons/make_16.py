@@ -267,7 +267,7 @@ train_sets = {run: digits_train[torch.tensor(mem["runs"][run]["training_rows"])]
 for run in RUNS:
     info = mem_recipe["data"]["runs"][run]
     print(f"{run:>10}: {info['distinct']:>5} distinct digits, {info['images']:>5} training rows "
-          f"({info['duplicated']} of them repeated, {info['copies_each']} copies each)")"""),
+          + (f"({info['duplicated']} of them repeated, {info['copies_each']} times each)" if info["duplicated"] else ""))"""),
     code("""N_MEM = by_profile(quick=100, full=500)      # live samples per model; the record holds 500 each
 mem_live = {run: memorization.draw_samples(unets[run], scheduler, N_MEM, seed=1) for run in RUNS}
 rows, titles = [], []
@@ -302,7 +302,8 @@ for ax, run in zip(axes, RUNS[:3]):
     d_h, _ = memorization.nearest_neighbours(held_out, train_sets[run])
     ax.hist(d_h[:, 0], bins=bins, alpha=0.5, density=True, color="grey", label="held-out real")
     ax.hist(d_s[:, 0], bins=bins, alpha=0.6, density=True, color="C0", label="samples")
-    ax.set(title=f"trained on {run[1:]}", xlabel="distance to nearest training digit", yticks=[])
+    ax.set(title=f"trained on {run[1:]}", xlabel="nearest-training distance", yticks=[])
+axes[0].set_ylabel("share of images (density)")
 axes[0].legend(fontsize=7)
 sizes = [int(run[1:]) for run in RUNS[:3]]
 for key, color, label in (("sample_copy_share", "C0", "samples"), ("held_out_copy_share", "grey", "held-out real")):
@@ -342,18 +343,23 @@ hundreds of times. The `n1000-dup` run is the `n1000` run with 10 of its 1,000 d
 those 10 is drawn as often as dozens of ordinary ones. The model has enough distinct digits to generalise; does it
 still copy the repeated ones?"""),
     code("""# NBVAL_CHECK_OUTPUT
-print(f"{'':>10} {'nearest training digit is a repeated one':>42} {'copies of a repeated digit':>28} "
-      f"{'copies of another':>18} {'repeated digits, share of rows':>32}")
+print(f"{'':>10} {'nearest training digit is one of the ten':>42} {'copies of one of the ten':>26} "
+      f"{'copies of another':>18} {'the ten, share of training rows':>33}")
 for run in ("n1000", "n1000-dup"):
     m = mem["runs"][run]
-    print(f"{run:>10} {fmt(m['nearest_is_repeated']):>42} {m['copies_of_repeated']:>28} {m['copies_of_others']:>18} "
-          f"{m['repeated_share_of_training_rows']:>32.3f}")
-print(f"n = {mem['runs']['n1000']['nearest_is_repeated']['n']} samples per model; 95% intervals")
+    n = m["nearest_is_repeated"]["n"]
+    copies = f"{m['copies_of_repeated']} of {n}", f"{m['copies_of_others']} of {n}"
+    print(f"{run:>10} {fmt(m['nearest_is_repeated']):>42} {copies[0]:>26} {copies[1]:>18} "
+          f"{m['repeated_share_of_training_rows']:>33.3f}")
+each = mem_recipe["data"]["runs"]["n1000-dup"]["copies_each"]
+print(f"the ten: the digits repeated in n1000-dup ({each} times each in all); n1000 has them once, like every digit")
 n1000 = r["n1000"]["nearest_is_repeated"]
 print("n1000: the ten are the nearest digit of as many samples as their share of the digits predicts:",
       n1000.low <= mem["runs"]["n1000"]["repeated_share_of_training_rows"] <= n1000.high)
 print("the repeated digits draw more samples to them than without repetition:",
       above(r["n1000-dup"]["nearest_is_repeated"], r["n1000"]["nearest_is_repeated"]))
+print("... but fewer than their share of the training rows:",
+      r["n1000-dup"]["nearest_is_repeated"].high < mem["runs"]["n1000-dup"]["repeated_share_of_training_rows"])
 print("n1000-dup: copy share no different from n1000's:",
       r["n1000-dup"]["sample_copy_share"].overlaps(r["n1000"]["sample_copy_share"]))"""),
     code("""repeated = torch.tensor(mem["runs"]["n1000-dup"]["duplicated_rows"])
@@ -367,14 +373,13 @@ show_images(torch.cat([dup_train, mem_live["n1000-dup"][rows_near],
             titles=["repeated" if i == 0 else "" for i in range(10)]
                    + [f"{d[i, 0]:.2f}" + (" copy" if flags[i] else "") for i in rows_near]
                    + ["its nearest" if i == 0 else "" for i in range(len(rows_near))],
-            suptitle=f"top: the 10 repeated training digits; middle: live samples of n1000-dup whose nearest training "
-                     f"digit is a repeated one ({len(rows_near)} shown); bottom: that digit")"""),
+            suptitle=f"top: the 10 repeated digits; middle: n1000-dup samples nearest to one of them; bottom: which one")"""),
     md(PROSE["duplicates"]),
     md("""## Exercises
 
 1. **The threshold of amplification.** Sample the role prompt at guidance 1.5, 2 and 5 with
    `bias.role_color_shares(pipe, [1.5, 2.0, 5.0], n=100)` and add the points to the figure of section 2. Where does
-   the red share first leave the band of the training pictures?
+   the red share first rise above the band of the training pictures?
 2. **A weaker lean.** Train with `--red-share 0.5 --out runs/boss50` (half an hour) and measure the role prompt at
    guidance 1 and 7.5 (its `measurements.json`). Is the amplification a fixed number of points, or a fixed factor
    of the lean?
@@ -399,12 +404,15 @@ def wilson_by_hand(k, n):
 
 ex.check(wilson_by_hand);"""),
     md("""**6. What guidance would do, ideally.** Section 2 read classifier-free guidance as sampling from
-$p(x \\mid c)\\, p(c \\mid x)^{s-1}$. For a model that has learned the colors exactly, that turns the share of each
-color into $p(\\text{color} \\mid c)\\,\\big(p(\\text{color} \\mid c) / p(\\text{color})\\big)^{s-1}$, normalised. Complete
-`guided_shares(p_cond, p_uncond, scale)`, then try it with the world's numbers (red 0.8 of the role pictures, and red's
-share of all pictures): how close does the ideal come to the red share
-the record measured at $s = 3$ (section 2)?"""),
+$p(x \\mid c)\\, p(c \\mid x)^{s-1}$ for the prompt $c$. For a model that has learned the colors exactly, that
+turns the share of each color $k$ into $p(k \\mid c)\\,\\big(p(k \\mid c) / p(k)\\big)^{s-1}$, normalised over the
+colors. Here $p(k \\mid c)$ is the share of color $k$ among the pictures of the prompt (`p_cond`), and $p(k)$ its share
+among *all* training pictures (`p_uncond`): what the unconditional prediction, learned from the captions dropped in
+training, stands for. Complete `guided_shares(p_cond, p_uncond, scale)`, then try it with the world's numbers (red 0.8
+of the role pictures; red's share of all the pictures, counted in section 1): how close does the ideal come to the
+red share the record measured at $s = 3$ (section 2)?"""),
     code("""ex = next(e for e in EXERCISES if e.name == "guided shares")
+ex.describe()
 
 
 def guided_shares(p_cond, p_uncond, scale):
@@ -415,6 +423,7 @@ ex.check(guided_shares);"""),
     md("""**7. The copy test.** Complete `copy_flags_by_hand(queries, references)` (flattened images, one per row): the
 ratio test of section 5, with the root-mean-square distance."""),
     code("""ex = next(e for e in EXERCISES if e.name == "copy test")
+ex.describe()
 
 
 def copy_flags_by_hand(queries, references):
