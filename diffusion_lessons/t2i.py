@@ -161,17 +161,23 @@ def generate_steps(pipe, prompt: str | list[str], num_inference_steps: int = DEF
 
 @torch.no_grad()
 def _generate_steps(pipe, prompts: list[str], num_inference_steps: int, guidance_scale: float, generator,
-                    num_images_per_prompt: int, sampler: str) -> Iterator[dict]:
+                    num_images_per_prompt: int, sampler: str, start=None) -> Iterator[dict]:
+    """start: None (pure noise through every timestep), or start(n) -> (z, timesteps) after set_timesteps:
+    the latent to begin from and the timesteps still to run (img2img: editing.img2img_steps)."""
     device, scheduler, unet = pipe.unet.device, pipe.scheduler, pipe.unet
     emb = text.encode_prompts(pipe.tokenizer, pipe.text_encoder, prompts)                  # 1. the prompts ...
     emb = emb.repeat_interleave(num_images_per_prompt, dim=0)
     n = len(emb)
     empty = None if guidance_scale == 1.0 else text.encode_prompts(pipe.tokenizer, pipe.text_encoder, [""] * n)
     denoise = guided_denoiser(unet_denoiser(unet, "encoder_hidden_states"), guidance_scale, empty)  # ... and ""
-    shape = (n, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    z = torch.randn(shape, generator=generator, device=generator.device if generator else device).to(device)  # 2.
     scheduler.set_timesteps(num_inference_steps, device=device)
-    states = denoising_loop(denoise, scheduler, z, emb, timesteps=scheduler.timesteps.tolist(), sampler=sampler,
+    if start is None:
+        shape = (n, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+        z = torch.randn(shape, generator=generator, device=generator.device if generator else device).to(device)  # 2.
+        timesteps = scheduler.timesteps.tolist()
+    else:
+        z, timesteps = start(n)
+    states = denoising_loop(denoise, scheduler, z, emb, timesteps=timesteps, sampler=sampler,
                             prediction_type=prediction_type_of(scheduler),
                             final_alpha=final_alpha_cumprod(scheduler, sampler), generator=generator, progress=False)
     before = next(states)                                                                   # 3. denoise, guided

@@ -26,10 +26,10 @@ import pytest
 import torch
 
 import diffusion_lessons
-from diffusion_lessons import (bias, book, data, device, dit, evaluation, exercises, flow, generators, guidance, latents,
-                               loop, measure, memorization, models, parameterisation, plotting, pretrained, samplers,
-                               sampling, schedules, sigmas, solvers, stats, t2i, text, thresholding, toys, training,
-                               widgets)
+from diffusion_lessons import (bias, book, data, device, dit, editing, evaluation, exercises, flow, generators, guidance,
+                               latents, loop, measure, memorization, models, parameterisation, plotting, pretrained,
+                               samplers, sampling, schedules, sigmas, solvers, stats, t2i, text, thresholding, toys,
+                               training, widgets)
 
 PACKAGE = Path(diffusion_lessons.__file__).parent
 DIGITS = PACKAGE / "pretrained" / "digits"
@@ -492,6 +492,18 @@ BAD_INPUTS: dict[str, list] = {
                                case("n", lambda: bias.role_color_shares(F().pipe, n=0)),
                                case("prompt", lambda: bias.role_color_shares(F().pipe, prompt="")),
                                case("negative_prompt", lambda: bias.role_color_shares(F().pipe, negative_prompt=3))],
+    # editing (lesson 11)
+    "editing.img2img_timesteps": [case("strength", lambda: editing.img2img_timesteps(F().pipe.scheduler, 10, 0.0)),
+                                  case("num_inference_steps", lambda: editing.img2img_timesteps(F().pipe.scheduler, 0,
+                                                                                                0.5)),
+                                  case("scheduler", lambda: editing.img2img_timesteps("ddim", 10, 0.5))],
+    "editing.img2img_steps": [case("image", lambda: editing.img2img_steps(F().pipe, F().x, "a red circle")),
+                              case("strength", lambda: editing.img2img_steps(F().pipe, F().images[:1], "a red circle",
+                                                                             strength=NAN))],
+    "editing.img2img": [case("image", lambda: editing.img2img(F().pipe, F().nan, "a red circle")),
+                        case("prompt", lambda: editing.img2img(F().pipe, F().images[:1], ["a", 3])),
+                        case("generator", lambda: editing.img2img(F().pipe, F().images[:1], "a red circle",
+                                                                  generator=0))],
     # memorization (lesson 16)
     "memorization.nearest_neighbours": [case("queries", lambda: memorization.nearest_neighbours([1, 2], F().x)),
                                         case("k", lambda: memorization.nearest_neighbours(F().x, F().x, k=3)),
