@@ -303,8 +303,9 @@ def _harden(alpha: torch.Tensor) -> torch.Tensor:
     return ((alpha - 0.25) / 0.5).clamp(0, 1)
 
 
-def _fit_shapes(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For a coverage map (B, H, W): best shape index (B,) and its geometry (B, 3), matching area and centroid."""
+def _shape_errors(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a hardened coverage map (B, H, W): how badly each of the three shapes, drawn with the same area and
+    centroid (sharp or softened, whichever fits better), matches it, (B, 3), and their geometries (B, 3, 3)."""
     b, size = alpha.shape[0], alpha.shape[-1]
     grid = torch.arange(size, dtype=torch.float32) + 0.5
     mass = alpha.sum(dim=(1, 2)).clamp_min(1e-6)
@@ -313,11 +314,24 @@ def _fit_shapes(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     cy = torch.stack([my, my, my - r[:, 2] / 3], 1)  # a triangle's centroid lies r / 3 below its box centre
     geometry = torch.stack([mx[:, None].expand(b, 3), cy, r], dim=2).reshape(3 * b, 3)
     drawn = _data.shape_coverage(torch.arange(3).repeat(b), geometry, size)[:, None]
+    return _template_errors(drawn, alpha).reshape(b, 3), geometry.reshape(b, 3, 3)
+
+
+def _template_errors(drawn: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Squared error between hardened templates drawn (B * k, 1, H, W) and hardened coverage maps alpha (B, H, W),
+    the better of each template sharp and softened by a 3 x 3 blur: (B * k,)."""
+    k = len(drawn) // len(alpha)
     blurred = torch.nn.functional.avg_pool2d(drawn, 3, stride=1, padding=1, count_include_pad=False)
-    drawn = torch.cat([drawn, blurred], dim=1).reshape(b, 3, 2, size, size)  # sharp and softened templates
-    err = ((_harden(drawn) - _harden(alpha)[:, None, None]) ** 2).sum(dim=(3, 4)).amin(dim=2)
+    both = torch.cat([drawn, blurred], dim=1)  # (B * k, 2, H, W): sharp and softened templates
+    target = _harden(alpha).repeat_interleave(k, dim=0)[:, None]
+    return ((_harden(both) - target) ** 2).sum(dim=(2, 3)).amin(dim=1)
+
+
+def _fit_shapes(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a coverage map (B, H, W): best shape index (B,) and its geometry (B, 3), matching area and centroid."""
+    err, geometry = _shape_errors(alpha)
     best = err.argmin(dim=1)
-    return best, geometry.reshape(b, 3, 3)[torch.arange(b), best]
+    return best, geometry[torch.arange(len(alpha)), best]
 
 
 def _name_place(geometry: torch.Tensor, size: int) -> tuple[list[str], list[str]]:
@@ -331,12 +345,10 @@ def _name_place(geometry: torch.Tensor, size: int) -> tuple[list[str], list[str]
 
 
 @torch.no_grad()
-def read_shapes(images: torch.Tensor) -> list[dict[str, str | None]]:
-    """Read each image (B, 3, H, W) in [-1, 1]: dict of background, color, shape, size, position.
-
-    Where no pixel differs from the background by at least 0.5 (RGB in [0, 1]) only background is named."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be a tensor (B, 3, H, W) in [-1, 1], got {getattr(images, 'shape', images)}")
+def _foreground(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What read_shapes looks at in images (B, 3, H, W) in [-1, 1]: the background color (B, 3) (the median of
+    the border), the shape color (B, 3) (the median of the pixels at least 0.5 from the background, RGB in
+    [0, 1]), those pixels (B, H, W) and each pixel's coverage (B, H, W): 0 = background, 1 = shape color."""
     p = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2
     border = torch.cat([p[:, :, 0], p[:, :, -1], p[:, :, :, 0], p[:, :, :, -1]], dim=2)
     bg = border.median(dim=2).values
@@ -346,6 +358,17 @@ def read_shapes(images: torch.Tensor) -> list[dict[str, str | None]]:
     d = fg - bg
     d2 = (d * d).sum(1).clamp_min(1e-6)
     alpha = ((p - bg[:, :, None, None]) * d[:, :, None, None]).sum(1) / d2[:, None, None]  # 0 = bg, 1 = fg
+    return bg, fg, far, alpha
+
+
+@torch.no_grad()
+def read_shapes(images: torch.Tensor) -> list[dict[str, str | None]]:
+    """Read each image (B, 3, H, W) in [-1, 1]: dict of background, color, shape, size, position.
+
+    Where no pixel differs from the background by at least 0.5 (RGB in [0, 1]) only background is named."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a tensor (B, 3, H, W) in [-1, 1], got {getattr(images, 'shape', images)}")
+    bg, fg, far, alpha = _foreground(images)
     best, geometry = _fit_shapes(_harden(alpha))
     sizes, places = _name_place(geometry, images.shape[-1])
     reads = []

@@ -29,6 +29,9 @@ RECIPES = {
     "shapes-boss": "shapes_boss",  # the lesson-07 model on data where 'boss' pictures are mostly red (lesson 16)
     "digits-memorize": "digits_memorize",  # one digits U-Net on 10, 100, 1,000 images and with duplicates (16)
     "digits-gan-vae": "digits_gan_vae",  # a class-conditional GAN and VAE on digits, one evaluation each (17)
+    "shapes-inpaint": "shapes_inpaint",  # shapes-t2i's U-Net widened to 9 channels, fine-tuned to inpaint (11)
+    "shapes-controlnet": "shapes_controlnet",  # a ControlNet on shapes-t2i, the silhouette as control (12)
+    "shapes-lora-star": "shapes_lora_star",  # LoRA adapters teaching shapes-t2i a star from 20 pictures (13)
 }
 
 
