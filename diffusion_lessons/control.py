@@ -40,9 +40,10 @@ def build_controlnet(unet, seed: int | None = 0):
     if not isinstance(unet, UNet2DConditionModel):
         raise ValueError(f"unet must be a diffusers UNet2DConditionModel (the base model's), got {type(unet).__name__}")
     seed = _checks.optional_seed(seed)
-    if seed is not None:
-        torch.manual_seed(seed)
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONDITIONING_CHANNELS)
+    with torch.random.fork_rng(devices=[]):   # the seed draws the control encoder; the global generator is left alone
+        if seed is not None:
+            torch.manual_seed(seed)
+        return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=CONDITIONING_CHANNELS)
 
 
 def zero_convolutions(controlnet) -> dict[str, float]:

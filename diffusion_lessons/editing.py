@@ -111,18 +111,23 @@ def _check_ddim(pipe) -> None:
                          f"{type(pipe.scheduler).__name__}")
 
 
-@torch.no_grad()
 def ddim_inversion_steps(pipe, image: torch.Tensor, prompt: str | list[str], num_inference_steps: int = DEFAULT_STEPS,
                          guidance_scale: float = 1.0) -> Iterator[dict]:
     """DDIM run backwards from the picture's latents (the VAE posterior's mean, no randomness) up the
     pipeline's timesteps: yields dict(t, z_t) after every step, the last one the inverted noise at the highest
     timestep. Guidance as in sampling (1.0, the default, inverts best: guidance magnifies the approximation's
-    error)."""
+    error). Bad arguments are refused at the call."""
     prompts = _check_generation(pipe, prompt, num_inference_steps, guidance_scale, None, 1)
     _check_ddim(pipe)
     image = _check_image(pipe, image)
     if image.shape[0] not in (1, len(prompts)):
         raise ValueError(f"image must hold one picture, or one per prompt ({len(prompts)}), got {image.shape[0]}")
+    return _inversion_steps(pipe, image, prompts, num_inference_steps, guidance_scale)
+
+
+@torch.no_grad()
+def _inversion_steps(pipe, image: torch.Tensor, prompts: list[str], num_inference_steps: int,
+                     guidance_scale: float) -> Iterator[dict]:
     device, scheduler = pipe.unet.device, pipe.scheduler
     z = latents.encode(pipe.vae, image.to(device), sample=False)
     n = max(len(prompts), z.shape[0])

@@ -29,7 +29,8 @@ from .evaluation import _foreground, _harden, _nearest, _shape_errors, _template
 from .stats import proportion
 
 __all__ = ["STAR", "INNER", "TARGET_MODULES", "star_coverage", "render_stars", "star_caption", "star_pictures",
-           "read_with_star", "add_lora", "lora_parameters", "save_lora", "adapter_bytes", "measure_adapter"]
+           "read_with_star", "add_lora", "lora_parameters", "save_lora", "adapter_bytes", "load_adapter",
+           "measure_adapter"]
 
 STAR = "star"
 INNER = 0.4                                          # inner radius / outer radius
@@ -141,14 +142,16 @@ def add_lora(unet, rank: int = 4, seed: int | None = 0) -> None:
     if not hasattr(unet, "add_adapter"):
         raise ValueError(f"unet must be a diffusers UNet2DConditionModel, got {type(unet).__name__}")
     unet.requires_grad_(False)
-    if seed is not None:
-        torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                target_modules=TARGET_MODULES))
+    with torch.random.fork_rng(devices=[]):   # the seed draws A; the global generator is left alone
+        if seed is not None:
+            torch.manual_seed(seed)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                    target_modules=TARGET_MODULES))
 
 
 def lora_parameters(unet) -> int:
     """How many numbers the LoRA adds (the trainable A and B matrices)."""
+    _checks.module(unet, "unet")
     return sum(p.numel() for n, p in unet.named_parameters() if "lora_" in n)
 
 
@@ -159,6 +162,8 @@ def save_lora(unet, folder: str | Path) -> Path:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
+    if not isinstance(folder, (str, Path)):
+        raise ValueError(f"folder must be a path (str or pathlib.Path), got {type(folder).__name__}")
     if lora_parameters(unet) == 0:
         raise ValueError("unet must carry a LoRA adapter (lora.add_lora), found none")
     folder = Path(folder)
@@ -170,6 +175,8 @@ def save_lora(unet, folder: str | Path) -> Path:
 
 def adapter_bytes(folder: str | Path) -> int:
     """Size on disk of folder/pytorch_lora_weights.safetensors (FileNotFoundError naming the folder if missing)."""
+    if not isinstance(folder, (str, Path)):
+        raise ValueError(f"folder must be a path (str or pathlib.Path), got {type(folder).__name__}")
     path = Path(folder) / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"folder {folder} holds no {WEIGHTS_NAME} (a LoRA saved by lora.save_lora)")
@@ -178,7 +185,7 @@ def adapter_bytes(folder: str | Path) -> int:
 
 def load_adapter(pipe, folder: str | Path) -> None:
     """pipe.load_lora_weights(folder), after checking that folder holds the adapter (ValueError naming it)."""
-    if not (Path(folder) / WEIGHTS_NAME).is_file():
+    if not isinstance(folder, (str, Path)) or not (Path(folder) / WEIGHTS_NAME).is_file():
         raise ValueError(f"folder must hold {WEIGHTS_NAME} (a LoRA saved by lora.save_lora), got {folder}")
     pipe.load_lora_weights(str(folder))
 
