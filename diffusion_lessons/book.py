@@ -51,6 +51,15 @@ LESSONS = (
     Lesson("10_diffusion_transformers", "Diffusion transformers",
            "images as patches: DiT with adaLN-Zero against the U-Net, scaling with compute, SD3's joint text-image "
            "attention"),
+    Lesson("11_editing", "Editing by partial noising: img2img, inversion and inpainting",
+           "strength as how far back into the noise, measured; DDIM inversion; Generative Fill two ways: the blending "
+           "trick and a 9-channel inpainting U-Net"),
+    Lesson("12_controlnet", "ControlNet: pinning the layout",
+           "a trainable copy of the encoder joined by zero convolutions; a silhouette as the control image, its "
+           "overlap with the drawn shape measured at four conditioning scales"),
+    Lesson("13_lora", "LoRA and DreamBooth: teaching a new shape",
+           "a low-rank update on the attention projections teaches a star from 20 pictures; the unknown word, prior "
+           "preservation against drift, rank against size"),
     Lesson("16_bias", "Bias in, bias out, and memorization",
            "a role word whose training pictures are 80% red: how much of the lean comes out, what guidance does to "
            "it, which fixes work; and when a model copies its training images (10, 100, 1,000 digits, duplicates)"),

@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 
 from . import _checks, data
-from .inpainting import iou, silhouettes
+from .inpainting import _quiet_import, iou, silhouettes
 from .stats import proportion
 
-__all__ = ["CONDITIONING_CHANNELS", "SCALES", "silhouette_images", "build_controlnet", "controlnet_pipeline",
+__all__ = ["CONDITIONING_CHANNELS", "SCALES", "silhouette_images", "build_controlnet", "controlnet_pipeline", "load_controlnet_pipeline",
            "controlled", "zero_convolutions", "control_tasks", "measure_control"]
 
 CONDITIONING_CHANNELS = (16, 32, 64)   # 2 stride-2 convolutions: 32 x 32 -> 8 x 8
@@ -61,23 +61,36 @@ def zero_convolutions(controlnet) -> dict[str, float]:
 
 def controlnet_pipeline(pipe, controlnet):
     """diffusers' StableDiffusionControlNetPipeline from a text-to-image pipeline's parts and a ControlNetModel."""
-    import transformers
     from diffusers import ControlNetModel
 
     if not all(hasattr(pipe, part) for part in ("unet", "vae", "tokenizer", "text_encoder", "scheduler")):
         raise ValueError(f"pipe must be a StableDiffusionPipeline (t2i.load_pipeline), got {type(pipe).__name__}")
     if not isinstance(controlnet, ControlNetModel):
         raise ValueError(f"controlnet must be a diffusers ControlNetModel, got {type(controlnet).__name__}")
-    level = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        from diffusers import StableDiffusionControlNetPipeline
-    finally:
-        transformers.logging.set_verbosity(level)
     parts = {k: v for k, v in pipe.components.items() if k != "controlnet"}
-    out = StableDiffusionControlNetPipeline(**parts, controlnet=controlnet)
+    out = _quiet_import("StableDiffusionControlNetPipeline")(**parts, controlnet=controlnet,
+                                                              requires_safety_checker=False)
     out.set_progress_bar_config(disable=True)
     return out
+
+
+def load_controlnet_pipeline(base, folder, device=None):
+    """StableDiffusionControlNetPipeline.from_pretrained(base, controlnet=ControlNetModel.from_pretrained(folder)),
+    the way a user loads the shipped pair (safetensors only, offline)."""
+    from pathlib import Path
+
+    from diffusers import ControlNetModel
+
+    for value, name, inside in ((base, "base", "model_index.json"), (folder, "folder", "config.json")):
+        if not isinstance(value, (str, Path)) or not (Path(value) / inside).is_file():
+            raise ValueError(f"{name} must be a folder holding {inside}, got {value!r}")
+    device = _checks.optional_device(device)
+    net = ControlNetModel.from_pretrained(folder, use_safetensors=True, local_files_only=True)
+    pipe = _quiet_import("StableDiffusionControlNetPipeline").from_pretrained(
+        base, controlnet=net, safety_checker=None, requires_safety_checker=False, use_safetensors=True,
+        local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device) if device is not None else pipe
 
 
 def _check_control(control, size: int, n: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ before reaching t'):
     z0_pred = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t),    z_t' = sqrt(abar_t') z0_pred + sqrt(1 - abar_t') eps
 
 Sampling from the inverted noise with the same prompt returns (nearly) the picture; with a changed prompt, an
-edit that keeps what the prompt does not mention. Equals diffusers' DDIMInverseScheduler (set_alpha_to_zero
+edit that keeps what the prompt does not mention. Equals diffusers' DDIMInverseScheduler (set_alpha_to_one
 False: it starts where the pipeline's DDIM ends, at alpha_bar_0).
 """
 

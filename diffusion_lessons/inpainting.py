@@ -24,7 +24,7 @@ from . import _checks, data
 from .stats import proportion
 
 __all__ = ["CELL", "MAX_OUTSIDE_CHANGE", "MIN_KEPT_IOU", "box_masks", "masked_images", "inpaint_unet",
-           "inpaint_pipeline", "inpaint", "silhouettes", "iou", "outside_change", "seam", "edit_tasks",
+           "inpaint_pipeline", "load_inpaint_pipeline", "inpaint", "silhouettes", "iou", "outside_change", "seam", "edit_tasks",
            "measure_edits"]
 
 CELL = 4                      # pixels per latent cell (the shapes VAE downsamples 32 -> 8)
@@ -104,25 +104,48 @@ def inpaint_unet(unet):
 def inpaint_pipeline(pipe, unet=None):
     """diffusers' StableDiffusionInpaintPipeline from a text-to-image pipeline's parts: with its own 4-channel
     U-Net (the blending trick) or with `unet` (e.g. inpaint_unet's 9-channel one)."""
-    import transformers
-
     if not all(hasattr(pipe, part) for part in ("unet", "vae", "tokenizer", "text_encoder", "scheduler")):
         raise ValueError(f"pipe must be a StableDiffusionPipeline (t2i.load_pipeline), got {type(pipe).__name__}")
-    level = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        from diffusers import StableDiffusionInpaintPipeline
-    finally:
-        transformers.logging.set_verbosity(level)
+    StableDiffusionInpaintPipeline = _quiet_import("StableDiffusionInpaintPipeline")
     parts = dict(pipe.components)
     if unet is not None:
         parts["unet"] = unet
     if parts["unet"].config.in_channels not in (4, 4 + EXTRA_CHANNELS):
         raise ValueError(f"unet must have 4 (blending) or 9 (inpainting) input channels, got "
                          f"{parts['unet'].config.in_channels}")
+    parts["requires_safety_checker"] = False
     out = StableDiffusionInpaintPipeline(**parts)
     out.set_progress_bar_config(disable=True)
     return out
+
+
+def _quiet_import(name: str):
+    """diffusers.<name>, imported with transformers' logging at error level (no notices about the image
+    processors the book never uses, as t2i.stable_diffusion_pipeline_class)."""
+    import transformers
+
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        import diffusers
+
+        return getattr(diffusers, name)
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
+def load_inpaint_pipeline(folder, device=None):
+    """A saved inpainting pipeline (the shapes-inpaint folder), loaded the way a user loads it:
+    StableDiffusionInpaintPipeline.from_pretrained(folder), safetensors only, offline."""
+    from pathlib import Path
+
+    if not isinstance(folder, (str, Path)) or not (Path(folder) / "model_index.json").is_file():
+        raise ValueError(f"folder must be a pipeline folder holding model_index.json, got {folder!r}")
+    device = _checks.optional_device(device)
+    pipe = _quiet_import("StableDiffusionInpaintPipeline").from_pretrained(
+        folder, safety_checker=None, requires_safety_checker=False, use_safetensors=True, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device) if device is not None else pipe
 
 
 @torch.no_grad()

@@ -523,6 +523,12 @@ BAD_INPUTS: dict[str, list] = {
     "inpainting.inpaint_pipeline": [case("pipe", lambda: inpainting.inpaint_pipeline("pipe")),
                                     case("unet", lambda: inpainting.inpaint_pipeline(F().pipe, models.build_shapes_unet(
                                         seed=0).__class__.from_config({**F().pipe.unet.config, "in_channels": 5})))],
+    "inpainting.load_inpaint_pipeline": [case("folder", lambda: inpainting.load_inpaint_pipeline("/no/such")),
+                                         case("device", lambda: inpainting.load_inpaint_pipeline(
+                                             PACKAGE / "pretrained" / "shapes-inpaint", "gpu"))],
+    "control.load_controlnet_pipeline": [case("folder", lambda: control.load_controlnet_pipeline(
+                                             PACKAGE / "pretrained" / "shapes-t2i", "/no/such")),
+                                         case("base", lambda: control.load_controlnet_pipeline(3, "/no/such"))],
     "inpainting.inpaint": [case("masks", lambda: inpainting.inpaint(inpainting.inpaint_pipeline(F().pipe), F().images,
                                                                     torch.ones(2, 1, 16, 16), "a red circle")),
                            case("prompts", lambda: inpainting.inpaint(inpainting.inpaint_pipeline(F().pipe), F().images,

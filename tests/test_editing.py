@@ -64,3 +64,28 @@ def test_bad_inputs_name_the_argument(pipe, picture, kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         editing.img2img(pipe, **args)
+
+
+def test_ddim_inversion_equals_diffusers_inverse_scheduler(pipe, picture):
+    from diffusers import DDIMInverseScheduler
+
+    from diffusion_lessons import latents, text
+
+    ours = editing.ddim_invert(pipe, picture, PROMPT, 10)
+    inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=False)
+    inverse.set_timesteps(10)
+    with torch.no_grad():
+        z = latents.encode(pipe.vae, picture, sample=False)
+        emb = text.encode_prompts(pipe.tokenizer, pipe.text_encoder, [PROMPT])
+        for t in inverse.timesteps:
+            z = inverse.step(pipe.unet(z, t, encoder_hidden_states=emb).sample, t, z).prev_sample
+    torch.testing.assert_close(ours, z, atol=1e-5, rtol=0)
+
+
+def test_sampling_the_inverted_noise_gives_the_picture_back(pipe):
+    pics = data.make_shapes(4, caption_style="plain", generator=torch.Generator().manual_seed(2))
+    back = editing.sample_from(pipe, editing.ddim_invert(pipe, pics.images, pics.captions, 20), pics.captions, 20)
+    noise = editing.sample_from(pipe, torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0)),
+                                pics.captions, 20)
+    err = lambda x: float((x - pics.images).abs().mean())  # noqa: E731
+    assert err(back) < 0.1 and err(back) < err(noise) / 3

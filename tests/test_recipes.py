@@ -10,14 +10,16 @@ import pytest
 from diffusers import DDIMScheduler
 
 from diffusion_lessons.pretrained import MANIFEST, ROOT, verify_manifest
-from diffusion_lessons.recipes import (common, digits, digits_gan_vae, digits_memorize, shapes_boss, shapes_t2i,
-                                      vae)
+from diffusion_lessons.recipes import (common, digits, digits_gan_vae, digits_memorize, shapes_boss, shapes_controlnet,
+                                      shapes_inpaint, shapes_lora_star, shapes_t2i, vae)
 
 RECIPES = {"digits": digits, "vae": vae, "shapes-t2i": shapes_t2i, "shapes-boss": shapes_boss,
-           "digits-memorize": digits_memorize, "digits-gan-vae": digits_gan_vae}
+           "digits-memorize": digits_memorize, "digits-gan-vae": digits_gan_vae, "shapes-inpaint": shapes_inpaint,
+           "shapes-controlnet": shapes_controlnet, "shapes-lora-star": shapes_lora_star}
 SHIPPED = {"digits": ROOT / "digits", "vae": ROOT / "shapes-t2i", "shapes-t2i": ROOT / "shapes-t2i",
            "shapes-boss": ROOT / "shapes-boss", "digits-memorize": ROOT / "digits-memorize",
-           "digits-gan-vae": ROOT / "digits-gan-vae"}
+           "digits-gan-vae": ROOT / "digits-gan-vae", "shapes-inpaint": ROOT / "shapes-inpaint",
+           "shapes-controlnet": ROOT / "shapes-controlnet", "shapes-lora-star": ROOT / "shapes-lora-star"}
 # the fields every record has (recipes.common.run_record), and the older names the lessons read
 RECORD_KEYS = {"model", "command", "data", "seed", "profile", "steps", "batch_size", "lr", "optimizer",
                "lr_schedule", "warmup", "ema_max_decay", "first_loss", "final_loss", "final_loss_window",
@@ -251,3 +253,26 @@ def test_digits_gan_vae_tiny_run_saves_both_generators_and_the_history(tmp_path)
     assert sum(round(r["value"] * r["n"]) for r in shares.values()) == 20
     assert generators.DigitsGenerator.from_pretrained(plain / "generator").config.num_classes == 1
     assert not (plain / "vae_decoder").exists()
+
+
+def test_part_three_recipes_tiny_runs_write_loadable_models(tmp_path):
+    """Two steps of each Part III recipe with --skip-eval: the inpainting pipeline (9 channels, shared parts
+    linked to the base), the ControlNet folder and the LoRA adapters, each loadable as the lessons load them."""
+    from diffusion_lessons import control, inpainting, lora, t2i
+
+    out = tmp_path / "inpaint"
+    record = shapes_inpaint.main([*TINY, "--n-train", "16", "--batch-size", "4", "--out", str(out)])
+    assert record["quality"] is None and (out / "vae").is_symlink()
+    pipe = inpainting.load_inpaint_pipeline(out)
+    assert pipe.unet.config.in_channels == 9 and type(pipe).__name__ == "StableDiffusionInpaintPipeline"
+    out = tmp_path / "controlnet"
+    shapes_controlnet.main([*TINY, "--n-train", "16", "--batch-size", "4", "--out", str(out)])
+    cn = control.load_controlnet_pipeline(ROOT / "shapes-t2i", out)
+    assert type(cn).__name__ == "StableDiffusionControlNetPipeline"
+    out = tmp_path / "lora"
+    record = shapes_lora_star.main([*TINY, "--batch-size", "4", "--n-pictures", "4", "--out", str(out)])
+    assert set(record["runs"]) == set(shapes_lora_star.RUNS)
+    assert (out / lora.WEIGHTS_NAME).is_file() and (out / "variants" / "r16" / lora.WEIGHTS_NAME).is_file()
+    base = t2i.load_pipeline(ROOT / "shapes-t2i")
+    lora.load_adapter(base, out)
+    assert lora.lora_parameters(base.unet) == record["runs"]["r4"]["lora_parameters"]

@@ -87,21 +87,7 @@ def loss_fn(controlnet, unet, text_encoder, schedule, batch: dict) -> torch.Tens
 def load(folder: Path, base: Path = BASE, dev: torch.device | None = None):
     """StableDiffusionControlNetPipeline.from_pretrained(base, controlnet=ControlNetModel.from_pretrained(folder)),
     the way a user loads them."""
-    import transformers
-    from diffusers import ControlNetModel
-
-    level = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        from diffusers import StableDiffusionControlNetPipeline
-    finally:
-        transformers.logging.set_verbosity(level)
-    net = ControlNetModel.from_pretrained(folder, use_safetensors=True, local_files_only=True)
-    pipe = StableDiffusionControlNetPipeline.from_pretrained(base, controlnet=net, safety_checker=None,
-                                                             requires_safety_checker=False, use_safetensors=True,
-                                                             local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(dev) if dev is not None else pipe
+    return control.load_controlnet_pipeline(base, folder, dev)
 
 
 def main(argv: list[str] | None = None) -> dict | None:

@@ -138,12 +138,7 @@ def save(base, unet, base_folder: Path, folder: Path, copy_shared: bool) -> None
 
 def load(folder: Path, dev: torch.device | None = None):
     """The saved pipeline, loaded the way a user loads it (StableDiffusionInpaintPipeline.from_pretrained)."""
-    from diffusers import StableDiffusionInpaintPipeline
-
-    pipe = StableDiffusionInpaintPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False,
-                                                          use_safetensors=True, local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(dev) if dev is not None else pipe
+    return inpainting.load_inpaint_pipeline(folder, dev)
 
 
 def measure(pipe, base, per_task: int, seed: int) -> dict:

@@ -1,7 +1,7 @@
 """Recipe: lesson 13's star adapter (python -m diffusion_lessons.train shapes-lora-star).
 
 Teaches the shipped shapes-t2i model a five-pointed star from 20 pictures (lora.star_pictures: every color and
-background, medium or large) with a peft LoRA on the U-Net's attention projections (lora.add_lora), everything
+background, outer radius 0.38-0.44 of the side: lora.STAR_SIZE) with a peft LoRA on the U-Net's attention projections (lora.add_lora), everything
 else frozen. The caption is "a <color> star on a <background> background"; "star" is not in the tokenizer's
 vocabulary and becomes [UNK], DreamBooth's rare identifier (lora's docstring). DreamBooth's prior preservation:
 each batch also holds the base model's own pictures of the 24 plain prompts (generated here first, 25 steps,
@@ -34,11 +34,11 @@ from . import common, shapes_t2i
 
 NAME = "shapes-lora-star"
 SETTINGS = {
-    "quick": dict(steps=500, batch_size=32, n_pictures=20, per_prompt=6),
+    "quick": dict(steps=1000, batch_size=32, n_pictures=20, per_prompt=6),
     "full": dict(steps=1500, batch_size=64, n_pictures=20, per_prompt=12),
 }
 BASE = ROOT / "shapes-t2i"
-LR, WARMUP = 1e-3, 25
+LR, WARMUP = 5e-3, 25
 LOOP = dict(weight_decay=0.0, warmup=WARMUP, max_grad_norm=1.0)
 PRIOR_WEIGHT = 1.0
 PRIOR_PER_PROMPT = 4          # base-model pictures per plain prompt (96 prior pictures)

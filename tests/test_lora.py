@@ -1,0 +1,80 @@
+"""Lesson 13's LoRA (diffusion_lessons.lora): the star and its reader, the adapter starting as a no-op with
+r (d + k) numbers per projection, the save / load round trip through diffusers, and the shipped adapter."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from diffusion_lessons import data, lora, t2i
+from diffusion_lessons.measure import record_matches_model
+from diffusion_lessons.pretrained import ROOT
+
+FOLDER = ROOT / "shapes-lora-star"
+
+
+@pytest.fixture()
+def pipe():
+    return t2i.load_pipeline(ROOT / "shapes-t2i", "cpu")
+
+
+def test_the_star_has_the_area_of_its_ten_triangles():
+    geometry = torch.tensor([[16.0, 16.0, 12.0]])
+    area = float(lora.star_coverage(geometry, 32, supersample=8).sum())
+    assert area == pytest.approx(5 * lora.INNER * math.sin(math.radians(36)) * 12.0 ** 2, rel=0.02)
+
+
+def test_the_reader_tells_stars_from_the_three_shapes():
+    stars = lora.star_pictures(20)
+    assert all(r["shape"] == "star" and r["color"] == a["color"] and r["background"] == a["background"]
+               for r, a in zip(lora.read_with_star(stars["images"]), stars["attributes"]))
+    shapes = data.make_shapes(200, generator=torch.Generator().manual_seed(3))
+    reads = lora.read_with_star(shapes.images)
+    assert sum(r["shape"] == a["shape"] for r, a in zip(reads, shapes.attributes)) >= 196
+
+
+def test_a_fresh_adapter_changes_nothing_and_has_r_d_plus_k_numbers(pipe):
+    unet = pipe.unet
+    z, emb = torch.randn(1, 4, 8, 8), torch.randn(1, 20, 64)
+    with torch.no_grad():
+        before = unet(z, 100, encoder_hidden_states=emb).sample
+    lora.add_lora(unet, rank=2, seed=0)
+    with torch.no_grad():
+        after = unet(z, 100, encoder_hidden_states=emb).sample
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+    expected = sum(2 * (m.in_features + m.out_features) for name, m in unet.named_modules()
+                   if isinstance(m, torch.nn.Linear) and name.endswith(("to_q", "to_k", "to_v", "to_out.0"))
+                   and "lora" not in name)
+    assert lora.lora_parameters(unet) == expected
+    assert all(not p.requires_grad for n, p in unet.named_parameters() if "lora_" not in n)
+
+
+def test_save_and_load_round_trip(pipe, tmp_path):
+    lora.add_lora(pipe.unet, rank=4, seed=0)
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)                                  # as if trained
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    want = pipe("a red circle on a white background", num_inference_steps=5, generator=g(), output_type="pt").images
+    lora.save_lora(pipe.unet, tmp_path)
+    fresh = t2i.load_pipeline(ROOT / "shapes-t2i", "cpu")
+    lora.load_adapter(fresh, tmp_path)
+    got = fresh("a red circle on a white background", num_inference_steps=5, generator=g(), output_type="pt").images
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    fresh.unload_lora_weights()
+    assert lora.lora_parameters(fresh.unet) == 0
+
+
+def test_a_missing_adapter_folder_is_refused(pipe, tmp_path):
+    with pytest.raises(ValueError, match="folder"):
+        lora.load_adapter(pipe, tmp_path / "nothing")
+
+
+def test_the_shipped_adapter_is_small_and_loads_with_plain_diffusers(pipe):
+    record = json.loads((FOLDER / "measurements.json").read_text())
+    assert record_matches_model(record, FOLDER)
+    assert lora.adapter_bytes(FOLDER) <= 1_000_000
+    pipe.load_lora_weights(str(FOLDER))
+    assert lora.lora_parameters(pipe.unet) == record["runs"]["r4"]["lora_parameters"]
