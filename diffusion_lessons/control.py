@@ -53,7 +53,7 @@ def zero_convolutions(controlnet) -> dict[str, float]:
 
     if not isinstance(controlnet, ControlNetModel):
         raise ValueError(f"controlnet must be a diffusers ControlNetModel, got {type(controlnet).__name__}")
-    biggest = lambda mods: max(float(p.abs().max()) for m in mods for p in m.parameters())  # noqa: E731
+    biggest = lambda mods: max(float(p.detach().abs().max()) for m in mods for p in m.parameters())  # noqa: E731
     return dict(control_encoder_out=biggest([controlnet.controlnet_cond_embedding.conv_out]),
                 down_blocks=biggest(controlnet.controlnet_down_blocks),
                 mid_block=biggest([controlnet.controlnet_mid_block]))

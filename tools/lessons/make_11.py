@@ -33,7 +33,10 @@ diffusers' real pipelines, and measures what it trades, on the book's captioned-
     code("""import json
 
 import torch
-from diffusers import DDIMInverseScheduler, StableDiffusionImg2ImgPipeline
+import transformers
+
+transformers.logging.set_verbosity_error()   # no notices about image processors the book's pipelines never use
+from diffusers import DDIMInverseScheduler, StableDiffusionImg2ImgPipeline  # noqa: E402
 
 from diffusion_lessons import book, data, editing, inpainting, latents, text
 from diffusion_lessons.device import by_profile, pick_device
@@ -94,7 +97,7 @@ def img2img_by_hand(picture, prompt, strength, seed):
 
 by_hand = img2img_by_hand(picture, prompt, strength, seed=0)
 ours = editing.img2img(pipe, picture, prompt, strength, steps, scale, torch.Generator().manual_seed(0))
-i2i = StableDiffusionImg2ImgPipeline(**pipe.components)
+i2i = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
 i2i.set_progress_bar_config(disable=True)
 theirs = i2i(prompt, image=(picture + 1) / 2, strength=strength, num_inference_steps=steps, guidance_scale=scale,
              generator=torch.Generator().manual_seed(0), output_type="pt").images.to(device) * 2 - 1

@@ -108,7 +108,7 @@ print(f"n = {n} prompts, each with its own silhouette; {record['settings']['num_
       f"{record['settings']['guidance_scale']}; {record['settings']['starting_noise']}")
 print(f"{'scale':>6}  {'mean IoU':>24}  {'IoU >= 0.8':>24}  {'color right':>24}")
 fmt = lambda r: f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"  # noqa: E731
-scales = [k for k in record if k != "settings"]
+scales = [k for k, v in record.items() if isinstance(v, dict) and "mean_iou" in v]
 for s in scales:
     row = record[s]
     print(f"{s:>6}  {fmt(row['mean_iou']):>24}  {fmt(row['iou_at_least_0_8']):>24}  {fmt(row['color_right']):>24}")
