@@ -43,9 +43,8 @@ def test_a_fresh_adapter_changes_nothing_and_has_r_d_plus_k_numbers(pipe):
     with torch.no_grad():
         after = unet(z, 100, encoder_hidden_states=emb).sample
     torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
-    expected = sum(2 * (m.in_features + m.out_features) for name, m in unet.named_modules()
-                   if isinstance(m, torch.nn.Linear) and name.endswith(("to_q", "to_k", "to_v", "to_out.0"))
-                   and "lora" not in name)
+    expected = sum(2 * (m.base_layer.in_features + m.base_layer.out_features) for name, m in unet.named_modules()
+                   if name.endswith(("to_q", "to_k", "to_v", "to_out.0")))
     assert lora.lora_parameters(unet) == expected
     assert all(not p.requires_grad for n, p in unet.named_parameters() if "lora_" not in n)
 
