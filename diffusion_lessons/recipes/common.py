@@ -250,6 +250,17 @@ def write_record(record: dict, path: Path, show: tuple[str, ...] = ("steps", "wa
     print(json.dumps({k: record[k] for k in show if k in record}, indent=2, default=str))
 
 
+def write_measurements(folder: Path, name: str, record: dict, found: dict, eval_s: float,
+                       show: tuple[str, ...]) -> None:
+    """folder/measurements.json: what the recipe measured (`found`), with the weights' hashes it was measured on,
+    the command, hardware, versions and date from the run's record, and the measuring time."""
+    from ..measure import model_hashes
+
+    write_record(dict(model=name, model_sha256=model_hashes(folder), command=record["command"], **found,
+                      hardware=record["hardware"], wall_time_s=round(eval_s, 1), date=time.strftime("%Y-%m-%d"),
+                      versions=record["versions"]), folder / "measurements.json", show=show)
+
+
 def re_measure(args: argparse.Namespace, device: torch.device, name: str, load, measure) -> dict:
     """--evaluate-only: load(OUT) -> (model, scheduler) of a saved run, measure(model, scheduler, seed,
     per_label) -> quality, written into OUT/recipe.json with the time and hardware it took."""

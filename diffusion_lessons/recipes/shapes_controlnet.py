@@ -92,8 +92,6 @@ def load(folder: Path, base: Path = BASE, dev: torch.device | None = None):
 
 def main(argv: list[str] | None = None) -> dict | None:
     """Train the ControlNet; on the main process save, measure and write the records into --out."""
-    from ..measure import model_hashes
-
     started = time.perf_counter()
     args = parse_args(argv)
     dev, accelerator, generator = shapes_t2i.start(args, NAME)
@@ -137,10 +135,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             caption_dropout=CAPTION_DROPOUT)
         common.write_record(record, folder / "recipe.json")
         if found is not None:
-            common.write_record(dict(model=NAME, model_sha256=model_hashes(folder), command=record["command"],
-                                     **found, hardware=record["hardware"], wall_time_s=round(eval_s, 1),
-                                     date=time.strftime("%Y-%m-%d"), versions=record["versions"]),
-                                folder / "measurements.json", show=("0", "1"))
+            common.write_measurements(folder, NAME, record, found, eval_s, show=("0", "1"))
         return record
 
 

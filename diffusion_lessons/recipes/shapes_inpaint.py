@@ -30,7 +30,7 @@ import torch
 from .. import data, device as _device, inpainting, latents, t2i, text
 from ..pretrained import ROOT
 from ..schedules import make_schedule
-from ..training import EMA, TrainingInterrupted, train_loop, training_device
+from ..training import EMA, TrainingInterrupted, train_loop
 from . import common, shapes_t2i
 
 NAME = "shapes-inpaint"
@@ -152,8 +152,6 @@ def measure(pipe, base, per_task: int, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict | None:
     """Fine-tune the 9-channel U-Net; on the main process save, measure and write the records into --out."""
-    from ..measure import model_hashes
-
     started = time.perf_counter()
     args = parse_args(argv)
     dev, accelerator, generator = shapes_t2i.start(args, NAME)
@@ -194,10 +192,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             caption_dropout=CAPTION_DROPOUT)
         common.write_record(record, folder / "recipe.json")
         if found is not None:
-            common.write_record(dict(model=NAME, model_sha256=model_hashes(folder), command=record["command"],
-                                     **found, hardware=record["hardware"], wall_time_s=round(eval_s, 1),
-                                     date=time.strftime("%Y-%m-%d"), versions=record["versions"]),
-                                folder / "measurements.json", show=("inpainting_unet", "blending_base_model"))
+            common.write_measurements(folder, NAME, record, found, eval_s, show=("inpainting_unet", "blending_base_model"))
         return record
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 
 from .. import data, device as _device, lora, t2i, text
-from ..measure import model_hashes
 from ..pretrained import ROOT
 from ..schedules import make_schedule
 from ..training import TrainingInterrupted, train_loop
@@ -165,11 +164,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         common.write_record(record, folder / "recipe.json")
         if measured:
             table = {name: dict(**runs.get(name, {}), **m) for name, m in measured.items()}
-            common.write_record(dict(model=NAME, model_sha256=model_hashes(folder), command=record["command"],
-                                     runs=table, full_unet_bytes=unet_bytes, hardware=record["hardware"],
-                                     wall_time_s=round(eval_s, 1), date=time.strftime("%Y-%m-%d"),
-                                     versions=record["versions"]),
-                                folder / "measurements.json", show=("runs",))
+            common.write_measurements(folder, NAME, record, dict(runs=table, full_unet_bytes=unet_bytes), eval_s,
+                                      show=("runs",))
         return record
 
 

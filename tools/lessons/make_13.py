@@ -30,7 +30,6 @@ LoRA files are made and loaded, and measures what it costs.
   without DreamBooth's prior preservation, and rank 1, 4 and 16 against the adapter's size.
 """),
     code("""import json
-import warnings
 
 import torch
 from peft import LoraConfig
