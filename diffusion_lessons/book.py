@@ -60,6 +60,9 @@ LESSONS = (
     Lesson("13_lora", "LoRA and DreamBooth: teaching a new shape",
            "a low-rank update on the attention projections teaches a star from 20 pictures; the unknown word, prior "
            "preservation against drift, rank against size"),
+    Lesson("14_spelling", "Why it can't spell",
+           "three models that differ only in their tokenizer (word, BPE, characters) spell seen and unseen words on "
+           "signs; the decoder's own limit first; a character-aware encoder and repainting the word as remedies"),
     Lesson("16_bias", "Bias in, bias out, and memorization",
            "a role word whose training pictures are 80% red: how much of the lean comes out, what guidance does to "
            "it, which fixes work; and when a model copies its training images (10, 100, 1,000 digits, duplicates)"),

@@ -159,9 +159,11 @@ def inpaint(pipe, images: torch.Tensor, masks: torch.Tensor, prompts: str | list
                          f"{type(pipe).__name__}")
     images = _check_images(images)
     masks = _check_masks(masks, images)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    if tuple(images.shape[-2:]) != (size, size):
-        raise ValueError(f"images must be {size} x {size} (the model's size), got {tuple(images.shape[-2:])}")
+    sample = pipe.unet.config.sample_size
+    height, width = ((sample, sample) if isinstance(sample, int) else tuple(sample))
+    height, width = height * pipe.vae_scale_factor, width * pipe.vae_scale_factor
+    if tuple(images.shape[-2:]) != (height, width):
+        raise ValueError(f"images must be {height} x {width} (the model's size), got {tuple(images.shape[-2:])}")
     prompts = [prompts] * len(images) if isinstance(prompts, str) else _checks.prompts(prompts)
     if len(prompts) != len(images):
         raise ValueError(f"prompts must hold one prompt per picture ({len(images)}), got {len(prompts)}")
@@ -169,7 +171,7 @@ def inpaint(pipe, images: torch.Tensor, masks: torch.Tensor, prompts: str | list
     _checks.number(guidance_scale, "guidance_scale", 0.0)
     _checks.generator(generator)
     masks = masks.expand(len(images), -1, -1, -1)
-    out = pipe(prompts, image=(images + 1) / 2, mask_image=masks, height=size, width=size,
+    out = pipe(prompts, image=(images + 1) / 2, mask_image=masks, height=height, width=width,
                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, generator=generator,
                output_type="pt")
     return out.images.to(images.device) * 2 - 1

@@ -172,6 +172,35 @@ def build_shapes_vae(seed: int | None = 0) -> "AutoencoderKL":  # noqa: F821
         return AutoencoderKL(**SHAPES_VAE_CONFIG)
 
 
+SIGNS_VAE_CONFIG = dict(SHAPES_VAE_CONFIG, sample_size=64)   # 3x32x64 <-> 4x8x16, the lesson-06 VAE's shape
+SIGNS_UNET_CONFIG = dict(
+    SHAPES_UNET_CONFIG, sample_size=(8, 16),        # 4x8x16 latents = a 32x64 sign through the VAE
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),  # cross-attention to the letters at
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),        # 8x16 and 4x8 (and the middle)
+)
+
+
+def build_signs_vae(seed: int | None = 0) -> "AutoencoderKL":  # noqa: F821
+    """The lesson-06 AutoencoderKL's architecture for the 32x64 signs of lesson 14 (3x32x64 <-> 4x8x16)."""
+    return _seeded("AutoencoderKL", SIGNS_VAE_CONFIG, seed)
+
+
+def build_signs_unet(seed: int | None = 0) -> "UNet2DConditionModel":  # noqa: F821
+    """The lesson-14 UNet2DConditionModel (about 4.2 M parameters): cross-attention at both resolutions,
+    4x8x16 latents, 64-wide text embeddings."""
+    return _seeded("UNet2DConditionModel", SIGNS_UNET_CONFIG, seed)
+
+
+def _seeded(kind: str, config: dict, seed: int | None):
+    import diffusers
+
+    seed = _checks.optional_seed(seed)
+    with torch.random.fork_rng():
+        if seed is not None:
+            torch.manual_seed(seed)
+        return getattr(diffusers, kind)(**config)
+
+
 def build_shapes_unet(seed: int | None = 0) -> "UNet2DConditionModel":  # noqa: F821
     """The text-conditioned diffusers UNet2DConditionModel of lesson 07 (about 3.15 M parameters):
     eps_theta(z_t, t, text embeddings) on 4x8x8 latents, 64-wide text embeddings."""

@@ -64,7 +64,8 @@ def _as_list(images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor
 
 def show_images(images: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[str] | None = None,
                 ncols: int | None = None, size: float = 1.6, suptitle: str | None = None) -> Figure:
-    """A grid of images in [-1, 1] (values outside are clipped), one axis each, optional titles."""
+    """A grid of images in [-1, 1] (values outside are clipped), one axis each, optional titles; `size` inches
+    per picture's width."""
     items = _as_list(images)
     if not items:
         raise ValueError("images must hold at least one image")
@@ -75,7 +76,9 @@ def show_images(images: torch.Tensor | Sequence[torch.Tensor], titles: Sequence[
     _checks.number(size, "size", above=0)
     ncols = ncols or min(len(items), 8)
     nrows = math.ceil(len(items) / ncols)
-    fig = new_figure(size * ncols, size * nrows + (0.3 if suptitle else 0))
+    aspect = items[0].shape[-2] / items[0].shape[-1]       # height / width: wide pictures get shorter rows
+    row = size if aspect >= 1 else size * aspect + (0.35 if titles is not None else 0)
+    fig = new_figure(size * ncols, row * nrows + (0.3 if suptitle else 0))
     axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
     for i, ax in enumerate(axes):
         ax.set_axis_off()

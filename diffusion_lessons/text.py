@@ -107,14 +107,22 @@ def prompt_problems(tokenizer, prompt: str) -> list[str]:
     """What the model will not see as written: unknown words (-> [UNK]) and words cut off by the length limit."""
     _check_tokenizer(tokenizer)
     prompt = _checks.text(prompt, "prompt")
-    words = tokenizer.backend_tokenizer.normalizer.normalize_str(prompt).split()
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    words = (normalizer.normalize_str(prompt) if normalizer is not None else prompt).split()
     problems = []
-    unknown = [w for w in words if w not in tokenizer.get_vocab()]
+    unk = tokenizer.unk_token_id
+    unknown = [w for w in words if unk in tokenizer(w, add_special_tokens=False).input_ids]
     if unknown:
         problems.append(f"unknown words become [UNK]: {', '.join(repr(w) for w in unknown)}")
     room = tokenizer.model_max_length - 2
-    if len(words) > room:
-        problems.append(f"the prompt has {len(words)} words but only {room} fit; dropped: {' '.join(words[room:])!r}")
+    pieces = tokenizer(prompt, add_special_tokens=False).input_ids
+    if len(pieces) > room:
+        if len(pieces) == len(words):   # one token per word (the word-level tokenizers)
+            problems.append(f"the prompt has {len(words)} words but only {room} fit; dropped: "
+                            f"{' '.join(words[room:])!r}")
+        else:
+            problems.append(f"the prompt has {len(pieces)} tokens but only {room} fit; dropped: "
+                            f"{' '.join(tokenizer.convert_ids_to_tokens(pieces[room:]))!r}")
     return problems
 
 

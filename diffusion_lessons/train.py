@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-# name -> module in diffusion_lessons.recipes that defines main(argv)
+# name -> module in diffusion_lessons.recipes that defines main(argv), or "module:function" for another entry
 RECIPES = {
     "digits": "digits",       # class-conditional UNet2DModel on sklearn digits (lessons 03-05)
     "vae": "vae",             # AutoencoderKL on generated captioned shapes (lesson 06)
@@ -32,6 +32,10 @@ RECIPES = {
     "shapes-inpaint": "shapes_inpaint",  # shapes-t2i's U-Net widened to 9 channels, fine-tuned to inpaint (11)
     "shapes-controlnet": "shapes_controlnet",  # a ControlNet on shapes-t2i, the silhouette as control (12)
     "shapes-lora-star": "shapes_lora_star",  # LoRA adapters teaching shapes-t2i a star from 20 pictures (13)
+    "signs-vae": "signs:vae_main",  # the lesson-06 VAE's architecture on 32x64 signs (lesson 14)
+    "signs-word": "signs:main_word",  # signs text-to-image, word-level tokenizer (lesson 14)
+    "signs-bpe": "signs:main_bpe",    # ... BPE tokenizer (lesson 14)
+    "signs-char": "signs:main_char",  # ... character-level tokenizer (lesson 14)
 }
 
 
@@ -43,8 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.name is None:
         parser.print_help()
         parser.exit(0 if {"-h", "--help"} & set(rest) else 2)
-    module = importlib.import_module(f"diffusion_lessons.recipes.{RECIPES[args.name]}")
-    module.main(rest)
+    module_name, _, function = RECIPES[args.name].partition(":")
+    module = importlib.import_module(f"diffusion_lessons.recipes.{module_name}")
+    getattr(module, function or "main")(rest)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import torch
 
 import diffusion_lessons
 from diffusion_lessons import (bias, book, control, data, device, dit, editing, evaluation, exercises, flow, generators,
-                               guidance, inpainting, latents, loop, lora, measure, memorization, models, parameterisation, plotting, pretrained,
+                               guidance, inpainting, latents, loop, lora, measure, memorization, signs, models, parameterisation, plotting, pretrained,
                                samplers, sampling, schedules, sigmas, solvers, stats, t2i, text, thresholding, toys,
                                training, widgets)
 
@@ -592,6 +592,31 @@ BAD_INPUTS: dict[str, list] = {
                                      case("copies", lambda: memorization.with_duplicates(F().x, [1], -1))],
     "memorization.draw_samples": [case("n", lambda: memorization.draw_samples(F().unet, F().flow_scheduler, 0)),
                                   case("scheduler", lambda: memorization.draw_samples(F().unet, "euler", 2))],
+    # signs (lesson 14)
+    "signs.check_word": [case("word", lambda: signs.check_word("abc"))],
+    "signs.caption": [case("word", lambda: signs.caption("ABCD"))],
+    "signs.render": [case("words", lambda: signs.render(["CAT", "dog"])),
+                     case("words", lambda: signs.render([]))],
+    "signs.split_words": [case("n_train", lambda: signs.split_words(17576)),
+                          case("seed", lambda: signs.split_words(10, seed=-1))],
+    "signs.make_signs": [case("n", lambda: signs.make_signs(0, ["CAT"])),
+                         case("words", lambda: signs.make_signs(2, ["CA"])),
+                         case("generator", lambda: signs.make_signs(2, ["CAT"], 3))],
+    "signs.read_signs": [case("images", lambda: signs.read_signs(F().x))],
+    "signs.letter_matches": [case("read", lambda: signs.letter_matches(["CATS"], ["CAT"])),
+                             case("read", lambda: signs.letter_matches(["CAT", "DOG"], ["CAT"]))],
+    "signs.spelling": [case("asked", lambda: signs.spelling(signs.render("CAT"), ["CAT", "DOG"])),
+                       case("images", lambda: signs.spelling(F().x, ["CAT"]))],
+    "signs.confusions": [case("asked", lambda: signs.confusions(["CAT"], ["cat"]))],
+    "signs.word_tokenizer": [case("train_words", lambda: signs.word_tokenizer(["cat"]))],
+    "signs.bpe_tokenizer": [case("vocab_size", lambda: signs.bpe_tokenizer(["CAT"], vocab_size=5)),
+                            case("train_words", lambda: signs.bpe_tokenizer("cats"))],
+    "signs.build_tokenizer": [case("kind", lambda: signs.build_tokenizer("wordpiece")),
+                              case("train_words", lambda: signs.build_tokenizer("bpe"))],
+    "signs.tokens": [case("text", lambda: signs.tokens(F().tokenizer, 3)),
+                     case("tokenizer", lambda: signs.tokens("tok", "a sign"))],
+    "models.build_signs_vae": [case("seed", lambda: models.build_signs_vae(seed=-1))],
+    "models.build_signs_unet": [case("seed", lambda: models.build_signs_unet(seed="0"))],
     # generators (lesson 17)
     "generators.DigitsGenerator": [case("sample_size", lambda: generators.DigitsGenerator(sample_size=32)),
                                    case("channels", lambda: generators.DigitsGenerator(channels=100)),
@@ -648,10 +673,10 @@ BAD_INPUTS: dict[str, list] = {
 }
 
 # Callables with nothing to check: no arguments, ...
-NO_ARGUMENTS = {"bias.role_words", "device.pick_device", "device.run_profile", "data.shape_prompts", "text.caption_words",
+NO_ARGUMENTS = {"signs.font_path", "signs.all_words", "signs.char_tokenizer", "bias.role_words", "device.pick_device", "device.run_profile", "data.shape_prompts", "text.caption_words",
                 "t2i.stable_diffusion_pipeline_class", "t2i.build_scheduler", "training.launched_distributed"}
 # ... plain records of results (dataclasses and named tuples the package itself fills), ...
-RECORDS = {"data.ShapesData", "book.Lesson", "solvers.SolverRun", "flow.FlowState", "loop.SampleState",
+RECORDS = {"signs.SignsData", "data.ShapesData", "book.Lesson", "solvers.SolverRun", "flow.FlowState", "loop.SampleState",
            "samplers.StepOutput", "schedules.NoiseSchedule", "stats.Estimate", "exercises.CodingExercise",
            "training.TrainingInterrupted"}
 # ... arguments of any type by design, ...
@@ -848,6 +873,7 @@ def test_recipe_out_naming_a_file_fails_before_training(tmp_path, capsys):
 BUILDERS = {"build_digits_unet": lambda seed: models.build_digits_unet(seed=seed),
             "build_shapes_vae": lambda seed: models.build_shapes_vae(seed=seed),
             "build_shapes_unet": lambda seed: models.build_shapes_unet(seed=seed),
+            "build_signs_unet": lambda seed: models.build_signs_unet(seed=seed),
             "build_text_encoder": lambda seed: text.build_text_encoder(F().tokenizer, seed=seed),
             "build_digits_dit": lambda seed: dit.build_digits_dit(
                 "small", seed=seed)}

@@ -276,3 +276,33 @@ def test_part_three_recipes_tiny_runs_write_loadable_models(tmp_path):
     base = t2i.load_pipeline(ROOT / "shapes-t2i")
     lora.load_adapter(base, out)
     assert lora.lora_parameters(base.unet) == record["runs"]["r4"]["lora_parameters"]
+
+
+def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
+    """Two steps of signs-vae, then signs-char on its VAE and signs-word on signs-char's (a sibling: linked, not
+    copied); signs-word measured end to end on 2 + 2 words; both load with plain diffusers."""
+    from diffusers import StableDiffusionPipeline
+
+    from diffusion_lessons import signs
+    from diffusion_lessons.recipes import signs as signs_recipe
+
+    vae_out, char_out, word_out = tmp_path / "signs-vae", tmp_path / "signs-char", tmp_path / "signs-word"
+    record = signs_recipe.vae_main(["--steps", "2", "--batch-size", "4", "--out", str(vae_out)])
+    assert set(record["quality"]) == {"seen", "unseen"} and record["quality"]["seen"]["words"]["n"] == 500
+    signs_recipe.main_char(["--steps", "2", "--batch-size", "4", "--skip-eval", "--vae", str(vae_out),
+                            "--out", str(char_out)])
+    assert not (char_out / "vae").is_symlink()            # --vae not a sibling of --out: copied
+    record = signs_recipe.main_word(["--steps", "2", "--batch-size", "4", "--words-per-set", "2",
+                                     "--vae", str(char_out), "--out", str(word_out)])
+    assert (word_out / "vae").is_symlink() and (word_out / "vae").resolve() == (char_out / "vae").resolve()
+    found = json.loads((word_out / "measurements.json").read_text())
+    assert found["seen"]["words"]["n"] == 2 and len(found["unseen"]["read"]) == 2
+    assert set(found["seen"]["asked"]) <= set(signs.split_words()[0])
+    assert not set(found["unseen"]["asked"]) & set(signs.split_words()[0])
+    assert record["quality"]["unseen"]["letters"] == found["unseen"]["letters"]
+    assert (word_out / "train_words.txt").read_text().split() == signs.split_words()[0]
+    for folder in (char_out, word_out):
+        pipe = StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True,
+                                                       safety_checker=None, requires_safety_checker=False)
+        assert pipe.unet.config.sample_size == [8, 16]
+    assert pipe.tokenizer("a sign that says QZX").input_ids[-2] == pipe.tokenizer.unk_token_id

@@ -144,10 +144,11 @@ def load_parts(args: argparse.Namespace, dev: torch.device, words: list[str] | N
 
 
 def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: torch.Generator,
-          accelerator=None, shapes: data.ShapesData | None = None, name: str = "shapes-t2i") -> tuple:
+          accelerator=None, shapes: data.ShapesData | None = None, name: str = "shapes-t2i",
+          settings: dict | None = None) -> tuple:
     """Encode the training set (shapes, default data.make_shapes(--n-train) from the seed) once, then
     train_loop (under `accelerator`, with the run's checkpoints, when given); returns (EMA of the pair, loss
-    history, seconds)."""
+    history, seconds). settings: the recipe's SETTINGS, for its checkpoints (default shapes-t2i's)."""
     images = data.make_shapes(args.n_train, generator=_device.make_generator(args.seed)) if shapes is None else shapes
     mean, std = encode_dataset(parts["vae"], images.images.to(dev))
     store = dict(mean=mean, std=std, scaling_factor=parts["vae"].config.scaling_factor,
@@ -156,7 +157,8 @@ def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: t
     trained, schedule = parts["trained"], parts["schedule"]
     ema = EMA(trained, max_decay=EMA_DECAY)
     start = time.perf_counter()
-    checkpointing = common.checkpointing(args, SETTINGS, vae=str(parts["vae_folder"])) if accelerator else None
+    checkpointing = (common.checkpointing(args, settings or SETTINGS, vae=str(parts["vae_folder"]))
+                     if accelerator else None)
     history = train_loop(trained, lambda batch: loss_fn(trained, schedule, batch),
                          lambda gen: sample_batch(store, args.batch_size, gen, schedule.num_steps), steps=args.steps,
                          lr=LR, generator=generator, ema=ema, desc=name, accelerator=accelerator,

@@ -58,11 +58,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def train(args: argparse.Namespace, dev: torch.device, images: torch.Tensor,
-          accelerator=None) -> tuple[torch.nn.Module, list, float]:
-    """Build the VAE from the seed and run train_loop on random batches of images (under `accelerator`, with the
+          accelerator=None, build=models.build_shapes_vae, name: str = "vae",
+          settings: dict | None = None) -> tuple[torch.nn.Module, list, float]:
+    """Build the VAE (build(seed=...), default the lesson-06 one; settings: its recipe's SETTINGS, default this
+    one's) from the seed and run train_loop on random batches of images (under `accelerator`, with the
     run's checkpoints, when given); returns the trained VAE, the loss history and the training seconds."""
     generator = _device.seed_everything(args.seed)
-    vae = models.build_shapes_vae(seed=args.seed).to(dev)
+    vae = build(seed=args.seed).to(dev)
     images = images.to(dev)
 
     def batch_fn(gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,9 +76,9 @@ def train(args: argparse.Namespace, dev: torch.device, images: torch.Tensor,
         mse, kl = vae_loss(vae, *batch)
         return mse + KL_WEIGHT * kl
 
-    checkpointing = common.checkpointing(args, SETTINGS) if accelerator is not None else None
+    checkpointing = common.checkpointing(args, settings or SETTINGS) if accelerator is not None else None
     start = time.perf_counter()
-    history = train_loop(vae, loss_fn, batch_fn, steps=args.steps, lr=LR, generator=generator, desc="vae",
+    history = train_loop(vae, loss_fn, batch_fn, steps=args.steps, lr=LR, generator=generator, desc=name,
                          accelerator=accelerator, checkpointing=checkpointing, **LOOP)
     common.synchronize(dev)
     return vae, history, time.perf_counter() - start

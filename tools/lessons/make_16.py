@@ -4,13 +4,11 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from prose import read_prose
 
 md, code = new_markdown_cell, new_code_cell
 HERE = Path(__file__).resolve().parent
-PROSE = {}   # result-dependent paragraphs, kept next to this file
-for part in (HERE / "prose_16.md").read_text().split("\n@@ ")[1:]:
-    key, _, text = part.partition("\n")
-    PROSE[key.strip()] = text.strip()
+PROSE = read_prose("prose_16.md")   # result-dependent paragraphs, kept next to this file
 
 cells = [
     md("""# Lesson 16: Bias in, bias out, and memorization

@@ -5,13 +5,11 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from prose import read_prose
 
 md, code = new_markdown_cell, new_code_cell
 HERE = Path(__file__).resolve().parent
-PROSE = {}   # result-dependent paragraphs, kept next to this file
-for part in (HERE / "prose_17.md").read_text().split("\n@@ ")[1:]:
-    key, _, text = part.partition("\n")
-    PROSE[key.strip()] = text.strip()
+PROSE = read_prose("prose_17.md")   # result-dependent paragraphs, kept next to this file
 
 cells = [
     md("""# Lesson 17: The other generators: GANs and VAEs against diffusion

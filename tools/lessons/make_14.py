@@ -1,0 +1,232 @@
+"""Write notebooks/14_spelling.ipynb (unexecuted); then:
+python tools/execute_lesson.py notebooks/14_spelling.ipynb"""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from prose import read_prose
+
+md, code = new_markdown_cell, new_code_cell
+HERE = Path(__file__).resolve().parent
+PROSE = read_prose("prose_14.md")   # result-dependent paragraphs, kept next to this file
+
+cells = [
+    md("""# Lesson 14: Why it can't spell
+
+Ask an image generator for a sign that says CAT and you may get CAT, CTA, or letter-like squiggles. The usual
+explanation waves at "tokenization". This lesson measures it instead: three text-to-image models, identical in
+everything except how the sign's word reaches the text encoder, trained with the same data, seed and budget on a
+world where the answer can be read off the picture.
+
+**What you will learn**
+- what a word-level, a BPE and a character-level tokenizer hand the model for a word they saw and one they never saw;
+- how to tell the text side's limit from the image side's (can the decoder even draw the letters?);
+- how well each model spells, seen and unseen words apart, with intervals, and where the letters go wrong;
+- what users can do about it: a character-aware text encoder, and repainting the word afterwards.
+"""),
+    code("""import json
+from collections import Counter
+
+import matplotlib.pyplot as plt
+import torch
+
+from diffusion_lessons import book, inpainting, latents, signs
+from diffusion_lessons.device import pick_device
+from diffusion_lessons.measure import record_matches_model
+from diffusion_lessons.plotting import show_images
+from diffusion_lessons.pretrained import ROOT
+from diffusion_lessons.t2i import load_pipeline, pipeline_images
+
+book.show_time("14_spelling")
+device = pick_device()
+KINDS = ("word", "bpe", "char")
+pipes = {k: load_pipeline(ROOT / f"signs-{k}", device) for k in KINDS}
+records = {k: json.loads((ROOT / f"signs-{k}" / "measurements.json").read_text()) for k in KINDS}
+recipes = {k: json.loads((ROOT / f"signs-{k}" / "recipe.json").read_text()) for k in KINDS}
+for k in KINDS:
+    r = recipes[k]
+    print(f"signs-{k}: {r['command']}\\n    {r['wall_time_s'] / 60:.1f} min on {r['hardware']}; the measurements "
+          f"match the shipped weights: {record_matches_model(records[k], ROOT / f'signs-{k}')}")
+train_words = (ROOT / "signs-char" / "train_words.txt").read_text().split()
+seen, unseen = signs.split_words(len(train_words), seed=recipes["char"]["seed"])
+assert seen == train_words
+steps, scale = records["char"]["settings"]["num_inference_steps"], records["char"]["settings"]["guidance_scale"]
+g = lambda seed=0: torch.Generator().manual_seed(seed)  # noqa: E731"""),
+    md("""## 1. The signs world, and a reader that reads it
+
+The world is fixed so that anyone can rebuild it: a 64 x 32 white sign with a word of exactly three capital
+letters in black DejaVu Sans Bold at size 16 (the font file matplotlib ships), centred with PIL's
+`ImageDraw.text((32, 16), word, anchor="mm")`. The caption is "a sign that says ABC". Of the 26³ = 17,576 words,
+3,000 random ones are the training words; the other 14,576 are never seen in training.
+
+The reader is template matching: every one of the 17,576 words is rendered once, and a picture reads as the word
+whose rendering is nearest. Letter accuracy compares the read word with the asked one letter by letter."""),
+    code("""examples = seen[:4] + unseen[:4]
+show_images(signs.render(examples), titles=[f"{w} (seen)" for w in seen[:4]] + [f"{w} (unseen)" for w in unseen[:4]],
+            ncols=4, size=2.2)
+check = signs.make_signs(2000, signs.all_words(), g(5))
+read = signs.read_signs(check.images)
+print(f"the reader on 2,000 clean renders: {sum(r == w for r, w in zip(read, check.words))} of 2,000 read right")
+noisy = (check.images + 0.5 * torch.randn(check.images.shape, generator=g(6))).clamp(-1, 1)
+print("... with strong noise added (std 0.5 of the [-1, 1] range):", signs.spelling(noisy, check.words)["letters"])"""),
+    md("""## 2. What each tokenizer hands the model
+
+The three models share the caption, the U-Net, the text encoder's size and the training. They differ in one
+place: the tokenizer and the text encoder's input layer (one learned vector per token).
+
+- **word-level**: each training word is one token. A word it never saw becomes `[UNK]`, so *every* unseen word
+  reaches the model as the same token.
+- **BPE** (byte-pair encoding, Sennrich et al. 2016; what CLIP and GPT use): start from single characters and
+  merge the most frequent adjacent pair again and again, here to 400 tokens, learned from the training captions.
+  A word becomes a few pieces; an unseen word is spelled in pieces the model has seen elsewhere.
+- **character-level**: one token per letter (ByT5, Xue et al. 2022, goes one step further: one per byte)."""),
+    code("""tokenizers = {k: pipes[k].tokenizer for k in KINDS}
+for word, where in ((seen[0], "seen"), (unseen[0], "unseen")):
+    print(f"'{signs.caption(word)}' ({where} word)")
+    for k in KINDS:
+        print(f"  {k:>5}: {' '.join(signs.tokens(tokenizers[k], signs.caption(word))[5 if k != 'char' else 18:-1])}"
+              f"   ({len(tokenizers[k])} tokens in the vocabulary)")"""),
+    md("""BPE, written out. The tokenizer stores its merges in the order it learned them. To split a word, start from
+its characters (with `▁` for the space before it) and apply the earliest-learned merge that fits, until none does.
+By hand, against the `tokenizers` library:"""),
+    code("""model = json.loads(tokenizers["bpe"].backend_tokenizer.to_str())["model"]
+rank = {tuple(m.split(" ") if isinstance(m, str) else m): i for i, m in enumerate(model["merges"])}
+
+
+def bpe_by_hand(word):
+    pieces = ["▁"] + list(word)
+    while True:
+        pairs = [(rank.get((a, b), len(rank)), i) for i, (a, b) in enumerate(zip(pieces, pieces[1:]))]
+        best, i = min(pairs)
+        if best == len(rank):
+            return pieces
+        pieces[i:i + 2] = [pieces[i] + pieces[i + 1]]
+
+
+words = seen[:300] + unseen[:300]
+library = [signs.tokens(tokenizers["bpe"], signs.caption(w))[5:-1] for w in words]
+print("by hand == library on", sum(bpe_by_hand(w) == t for w, t in zip(words, library)), "of", len(words), "words")
+print(f"the first merges learned: {model['merges'][:8]}")
+whole = sum(len(t) == 1 for t in library[:300])
+print(f"seen words that are one token: {whole} of 300; pieces per word on average: "
+      f"{sum(map(len, library)) / len(library):.2f}")"""),
+    md("""## 3. The image side first: can the decoder even draw the letters?
+
+All three models draw through the same VAE (trained by `python -m diffusion_lessons.train signs-vae` on the
+training signs; the three folders share one copy of it on disk). Its latents are 4 x 8 x 16, one latent cell per 4 x 4
+pixels, and a letter is about 10 pixels wide. If the VAE's round trip already loses letters, no text encoder can
+fix that. The reader on the VAE's reconstructions:"""),
+    code("""vae_record = json.loads((ROOT / "signs-char" / "recipe-vae.json").read_text())
+for where in ("seen", "unseen"):
+    q = vae_record["quality"][where]
+    print(f"VAE round trip, {where:>6} words: letters {q['letters']['value']:.3f} [{q['letters']['low']:.3f}, "
+          f"{q['letters']['high']:.3f}], whole words {q['words']['value']:.3f} (n = {q['words']['n']})")
+sample = signs.render(unseen[10:16])
+with torch.no_grad():
+    back = latents.reconstruct(pipes["char"].vae, sample.to(device)).clamp(-1, 1).cpu()
+show_images(torch.stack([x for pair in zip(sample, back) for x in pair]), ncols=4, size=2.2,
+            titles=[t for w in unseen[10:16] for t in (w, "VAE round trip")])"""),
+    md(PROSE["vae"]),
+    md("""## 4. The pictures
+
+Each model, asked for four words it was trained on and four it never saw (25 steps, guidance 7.5, the same seed for
+all three). The title is what the reader reads."""),
+    code("""asked = seen[100:104] + unseen[100:104]
+rows, titles = [], []
+for k in KINDS:
+    images = pipeline_images(pipes[k], [signs.caption(w) for w in asked], g(1), num_inference_steps=steps,
+                             guidance_scale=scale).cpu()
+    rows.append(images)
+    titles += [f"{k}: {w}\\nread {r}" for w, r in zip(asked, signs.read_signs(images))]
+show_images(torch.cat(rows), titles=titles, ncols=8, size=1.9,
+            suptitle="asked: 4 seen words (left), 4 unseen words (right)")"""),
+    md("""## 5. How well each model spells, measured
+
+The recipes measured each model on 64 seen and 64 unseen words (one picture each, 25 steps, guidance 7.5). Letter
+accuracy has a bootstrap interval over the pictures (a picture's three letters are not independent); whole-word
+accuracy a Wilson interval."""),
+    code("""fmt = lambda e: f"{e['value']:.2f} [{e['low']:.2f}, {e['high']:.2f}]"  # noqa: E731
+print(f"{'model':<12}{'letters, seen':>20}{'letters, unseen':>20}{'words, seen':>20}{'words, unseen':>20}")
+for k in KINDS:
+    r = records[k]
+    print(f"signs-{k:<6}{fmt(r['seen']['letters']):>20}{fmt(r['unseen']['letters']):>20}"
+          f"{fmt(r['seen']['words']):>20}{fmt(r['unseen']['words']):>20}")
+print(f"n = {records['char']['seen']['words']['n']} words per cell; chance for a letter is 1/26 = {1 / 26:.2f}")
+fig, ax = plt.subplots(figsize=(7, 3.2))
+for j, where in enumerate(("seen", "unseen")):
+    for i, k in enumerate(KINDS):
+        e = records[k][where]["letters"]
+        x = i + (j - 0.5) * 0.35
+        ax.bar(x, e["value"], 0.33, color=("tab:blue", "tab:orange")[j], label=where if i == 0 else None)
+        ax.errorbar(x, e["value"], [[e["value"] - e["low"]], [e["high"] - e["value"]]], color="k", capsize=3)
+ax.set_xticks(range(3), [f"signs-{k}" for k in KINDS])
+ax.set_ylabel("letter accuracy")
+ax.set_ylim(0, 1.05)
+ax.axhline(1 / 26, color="grey", ls=":", label="chance")
+ax.legend(loc="upper left", fontsize=8)
+ax.set_title("letter accuracy, seen and unseen words (95% intervals)")
+plt.show()
+word_unseen, char_unseen = records["word"]["unseen"]["letters"], records["char"]["unseen"]["letters"]
+print("do the unseen-word intervals of signs-word and signs-char overlap?",
+      word_unseen["low"] <= char_unseen["high"] and char_unseen["low"] <= word_unseen["high"])"""),
+    md(PROSE["table"]),
+    md("""## 6. Where the letters go wrong
+
+Per position (first, middle, last letter) on unseen words, and the letters each model confuses most often."""),
+    code("""for k in KINDS:
+    positions = records[k]["unseen"]["positions"]
+    counts = signs.confusions(records[k]["unseen"]["read"], records[k]["unseen"]["asked"])
+    wrong = [(int(counts[a, b]), signs.LETTERS[a], signs.LETTERS[b]) for a in range(26) for b in range(26)
+             if a != b and counts[a, b] > 0]
+    top = ", ".join(f"{a}->{b} ({n})" for n, a, b in sorted(wrong, reverse=True)[:5])
+    print(f"signs-{k:<5} unseen, by position: " + "  ".join(fmt(p) for p in positions))
+    print(f"{'':>12}most frequent confusions (asked->read): {top or 'none'}")"""),
+    md(PROSE["positions"]),
+    md("""## 7. What users can do about it
+
+**A character-aware text encoder.** Section 5 is the case for it: the only change between signs-word and
+signs-char is how the word is tokenized. Large models took the same route. Liu et al. (2022, "Character-Aware
+Models Improve Visual Text Rendering") showed that adding a character-level encoder (ByT5) to a model with a
+word-piece encoder fixes much of its spelling; Imagen's T5 encoder and later models that condition on the glyphs
+themselves (rendered text as a control image, as lesson 12's ControlNet takes a silhouette) go further.
+
+**Repainting the word afterwards.** A user who likes a picture but not its text can mask the text and repaint it
+with a model that spells, keeping the rest (lesson 11's inpainting). Here: signs-word's pictures of unseen words,
+the word's box masked, repainted by signs-char with the blending trick of lesson 11 (diffusers'
+`StableDiffusionInpaintPipeline` on its 4-channel U-Net). In this world the word is most of the picture, so the
+repaint is close to a fresh sign; on a photograph the rest would be kept."""),
+    code("""words = unseen[200:224]
+prompts = [signs.caption(w) for w in words]
+before = pipeline_images(pipes["word"], prompts, g(2), num_inference_steps=steps, guidance_scale=scale).cpu()
+mask = torch.zeros(1, 1, signs.HEIGHT, signs.WIDTH)
+mask[..., 4:28, 4:60] = 1.0                               # the word's box, in whole 4-pixel latent cells
+repaint = inpainting.inpaint_pipeline(pipes["char"])
+after = inpainting.inpaint(repaint, before.to(device), mask.to(device), prompts, steps, scale, g(3)).cpu()
+b, a = signs.spelling(before, words), signs.spelling(after, words)
+print(f"letters right before: {b['letters']}, after repainting with signs-char: {a['letters']}")
+print(f"whole words right before: {b['words']}, after: {a['words']}")
+show_images(torch.cat([before[:6], after[:6]]), ncols=6, size=1.9,
+            titles=[f"signs-word: {w}\\nread {r}" for w, r in zip(words, b["read"])][:6] +
+                   [f"repainted: {w}\\nread {r}" for w, r in zip(words, a["read"])][:6])"""),
+    md(PROSE["repaint"]),
+    md("""## Exercises
+
+1. Tokenize "a sign that says QQQ" with each of the three tokenizers. Is QQQ a training word? What does the word
+   model receive, and what would it receive for "XYZ"?
+2. The BPE tokenizer has 400 tokens. Predict what happens to the seen/unseen gap with 4,000 tokens (hint: how many
+   training words would become single tokens?). Build one with `signs.bpe_tokenizer(train_words, 4000)` and count.
+3. The reader matches whole words. Why is letter accuracy of a garbled picture still above 1/26? (Think about
+   which word is nearest to a blurry blob.)
+4. Section 3 measured the VAE's round trip. Design the check you would run before training a model to render
+   size-8 text in this world.
+5. In section 7 the mask covers the whole word. What would you expect if it covered only the last letter, and the
+   prompt still named the whole word?
+"""),
+]
+
+nb = new_notebook(cells=cells, metadata={"kernelspec": {"display_name": "Python (diffusion-lessons)",
+                                                         "language": "python", "name": "diffusion-lessons"},
+                                          "language_info": {"name": "python"}})
+nbformat.write(nb, HERE.parent.parent / "notebooks" / "14_spelling.ipynb")
+print("wrote notebooks/14_spelling.ipynb")
