@@ -65,8 +65,9 @@ $$z_{t_0} = \\sqrt{\\bar\\alpha_{t_0}}\\, z_0 + \\sqrt{1-\\bar\\alpha_{t_0}}\\, 
 \\text{then the usual guided DDIM steps from } t_0 \\text{ down.}$$
 
 diffusers calls the starting point `strength`: with 25 steps and strength 0.6 it keeps the last
-$\\lfloor 25 \\times 0.6 \\rfloor = 15$ of the 25 timesteps, so $t_0$ is the 15th from the end. Strength 1.0 is pure
-noise (the picture forgotten); 0.2 keeps most of it. Below, the loop by hand with the scheduler, then the package
+$\\lfloor 25 \\times 0.6 \\rfloor = 15$ of the 25 timesteps, so $t_0$ is the 15th from the end. Strength 1.0 starts at the
+first timestep of the 25 (t = 961 with this scheduler's spacing), where about 8% of the picture's latents remain:
+nearly, not exactly, pure noise (exercise 2); 0.2 keeps most of it. Below, the loop by hand with the scheduler, then the package
 (`editing.img2img`, the package's one loop started at $z_{t_0}$), then diffusers' `StableDiffusionImg2ImgPipeline`
 built from the same parts. Same generator seed, same numbers."""),
     code("""source = data.make_shapes(1, caption_style="plain", generator=torch.Generator().manual_seed(3))
@@ -192,8 +193,8 @@ show_images(list(images[:6].cpu()) + list(edited.cpu()) + list(fresh.cpu()), nco
                    [f"inverted, '{e.split()[1]}'" for e in edits] + ["img2img 0.8" for _ in edits])"""),
     md("""The middle row re-samples each picture's own inverted noise with one word changed (the color), at guidance 3.
 The bottom row is img2img at strength 0.8 with the same prompts, from fresh noise. Inversion keeps the layout because
-the noise *is* the layout: it was found from this picture. This is the idea behind prompt-to-prompt and null-text
-inversion editing (Mokady et al. 2023), which also fix the drift that guidance adds on the way back.
+the noise *is* the layout: it was found from this picture. This is the idea behind prompt-to-prompt (Hertz et al. 2022)
+and null-text inversion (Mokady et al. 2023), which also fix the drift that guidance adds on the way back.
 
 ## 4. Inpainting, way (a): the blending trick
 
@@ -206,7 +207,7 @@ $$z_t \\leftarrow (1 - m)\\, \\big(\\sqrt{\\bar\\alpha_{t'}}\\, z_0 + \\sqrt{1-\
 The model never sees the mask: it only keeps finding the known part already in place. diffusers'
 `StableDiffusionInpaintPipeline` does this whenever its U-Net has 4 input channels. Below, the loop by hand against
 the pipeline, on a picture whose shape's box is masked and a new shape asked for. The box is grown to whole 4 x 4
-cells, because the U-Net sees the mask at the latent size (8 x 8)."""),
+cells, because the blend is applied to the latents, at the latent size (8 x 8)."""),
     code("""edit = inpainting.edit_tasks(4, seed=7)
 ask, box = edit["replace"], edit["replace"]["masks"].to(device)
 blend_pipe = inpainting.inpaint_pipeline(pipe)                     # the base model's 4-channel U-Net
@@ -301,10 +302,11 @@ show_images(rows, titles=titles, ncols=6, size=1.35)"""),
     md(PROSE["inpainting"]),
     md("""## Exercises
 
-1. In section 2, at what strength would you edit a photo to change only its colors, and at what strength to change
-   what it shows? Read your answer off the figure, and say what the intervals let you claim.
-2. img2img at strength 1.0 and plain text to image both start from pure noise. Are their pictures the same for the
-   same seed? (Hint: what does img2img draw from the generator before the noise?)
+1. In section 2 the prompt was obeyed at every strength, so only the layout side of the trade shows. Which
+   strength would you use to change a picture's colors but keep its layout, and what would you measure to choose
+   on your own photographs?
+2. img2img at strength 1.0 and plain text to image both start at the first timestep. Are their pictures the same for
+   the same seed? (Hints: what remains of the picture at t = 961, and what does img2img draw from the generator?)
 3. Why does guidance make DDIM inversion worse (section 3)? Think about what the one approximation in the inversion
    formula does when the predicted noise is multiplied by 7.5.
 4. The blending trick keeps the known region exactly, yet it failed the background edit. Look at the pictures: what

@@ -18,7 +18,7 @@ A prompt says *what*; it is a poor way to say *where*. "A red circle at the top 
 because its captions use nine named places, but no caption can say "this exact outline". ControlNet (Zhang, Rao and
 Agrawala 2023) lets the user hand the model a picture of the layout instead: a pose skeleton, an edge map, a depth
 map, or here, the silhouette of the shape. This lesson builds one for the book's text-to-image model with diffusers'
-real classes, shows why training it cannot hurt the model it starts from, and measures how closely the drawn shape
+real classes, shows why adding it leaves the base model intact, and measures how closely the drawn shape
 follows the silhouette.
 
 **What you will learn**
@@ -64,7 +64,7 @@ show_images([c * 2 - 1 for c in tasks["control"]], titles=[p.replace(" on a", "\
 `ControlNetModel.from_unet(unet)` copies the U-Net's input convolution, time embedding, down blocks and middle
 block, *with their weights*. The copy reads the noisy latents plus the control image, which a small convolutional
 encoder shrinks to the latent size (three widths with two stride-2 convolutions: 32 -> 8, matching this VAE's 4x;
-Stable Diffusion's 8x needs four). The copy's outputs are added to the locked U-Net's skip connections and middle
+Stable Diffusion's 8x needs four widths and three stride-2 convolutions). The copy's outputs are added to the locked U-Net's skip connections and middle
 block, each through a 1 x 1 convolution whose weights start at **zero**.
 
 Zero convolutions are the whole trick: at the start every added feature is zero, so the pipeline draws exactly what
@@ -139,10 +139,10 @@ prompts = ["a red circle on a white background", "a blue square on a black backg
            "a green triangle on a white background", "a yellow circle on a black background"]
 controls = torch.cat(list(odd.values())).to(device)
 outs = {s: control.controlled(cn_pipe, prompts, controls, s, steps, scale, g()).cpu() for s in (0.0, 1.0, 1.5)}
-show_images(list(controls.cpu() * 2 - 1) + [o for s in outs for o in outs[s]], ncols=4, size=1.6,
-            titles=list(odd) + [f"scale {s:g}" for s in outs for _ in prompts])
 for name, read in zip(odd, read_shapes(outs[1.0])):
-    print(f"{name:>26}: read as a {read['color']} {read['shape']} on {read['background']} at scale 1")"""),
+    print(f"{name:>26}: read as a {read['color']} {read['shape']} on {read['background']} at scale 1")
+show_images(list(controls.cpu() * 2 - 1) + [o for s in outs for o in outs[s]], ncols=4, size=1.6,
+            titles=list(odd) + [f"scale {s:g}" for s in outs for _ in prompts])"""),
     md(PROSE["unseen"]),
     md("""## Exercises
 

@@ -17,7 +17,7 @@ cells = [
 The book's model knows three shapes. Ask it for a star and it draws one of the three. People meet this every day:
 the model does not know *their* dog, *their* product, *their* style. The fix they use is to fine-tune a small adapter
 on a handful of pictures: LoRA (Hu et al. 2021), usually with DreamBooth's recipe (Ruiz et al. 2023). This lesson
-teaches the shipped model a five-pointed star from 20 pictures, with diffusers and peft exactly as the community's
+tries to teach the shipped model a five-pointed star from 20 pictures, with diffusers and peft exactly as the community's
 LoRA files are made and loaded, and measures what it costs.
 
 **What you will learn**
@@ -79,21 +79,21 @@ freezes every weight matrix $W$ ($d \\times k$) and learns a low-rank change bes
 $$W x \\;\\to\\; W x + \\frac{\\alpha}{r} B A x, \\qquad A: r \\times k, \\quad B: d \\times r, \\quad B = 0 \\text{ at the start,}$$
 
 so training starts from the base model (as ControlNet's zero convolutions do) and the change has at most rank $r$:
-$r(d + k)$ numbers instead of $dk$. peft puts it on the U-Net's attention projections (`to_q`, `to_k`, `to_v`,
+$r(d + k)$ numbers instead of $dk$. The book's recipe puts it (through peft's `target_modules`) on the U-Net's attention projections (`to_q`, `to_k`, `to_v`,
 `to_out.0`): the cross-attention's `to_k` and `to_v` read the text, so that is where "`[UNK]` means star" can live.
 The check, on one projection:"""),
     code("""layer = torch.nn.Linear(64, 64)
 wrapped = torch.nn.Sequential(layer)
 from peft import get_peft_model  # noqa: E402  (kept next to its use)
 
-config = LoraConfig(r=4, lora_alpha=4, target_modules=["0"], init_lora_weights="gaussian")
+config = LoraConfig(r=4, lora_alpha=8, target_modules=["0"], init_lora_weights="gaussian")
 model = get_peft_model(wrapped, config)
 lora_layer = model.base_model.model[0]
 with torch.no_grad():
     lora_layer.lora_B["default"].weight.normal_()               # pretend training moved B away from zero
     A, B = lora_layer.lora_A["default"].weight, lora_layer.lora_B["default"].weight
     x = torch.randn(3, 64)
-    by_hand = x @ layer.weight.T + layer.bias + (4 / 4) * x @ A.T @ B.T
+    by_hand = x @ layer.weight.T + layer.bias + (8 / 4) * x @ A.T @ B.T
     print(f"A {tuple(A.shape)}, B {tuple(B.shape)}: W x + (alpha / r) B A x vs peft: max |difference| "
           f"{(by_hand - model(x)).abs().max():.1e}")
 print(f"numbers in the update: r (d + k) = {4 * (64 + 64)}, against d k = {64 * 64} for the full matrix")"""),
@@ -113,9 +113,9 @@ for r in (7.0, 9.0, 11.0, 13.0):
     print(f"outer radius {r:>4} px ({r / 32:.2f} of the side): the round trip is read as a star in {read} of 4")
     rows += [stars[0], back[0]]
     titles += [f"r = {r:g} px", "VAE round trip"]
-show_images(rows, titles=titles, ncols=8, size=1.3)
 print(f"so the training stars have an outer radius of {lora.STAR_SIZE[0]}-{lora.STAR_SIZE[1]} of the side "
-      f"(the shapes world's 'large' is {data.SIZES['large'][0]}-{data.SIZES['large'][1]})")"""),
+      f"(the shapes world's 'large' is {data.SIZES['large'][0]}-{data.SIZES['large'][1]})")
+show_images(rows, titles=titles, ncols=8, size=1.3)"""),
     md("""This is the image side's limit, found before any training, and it decided the recipe: the stars are drawn big.
 The same check belongs before any fine-tune: a model cannot learn to draw what its decoder cannot draw (lesson 14
 makes the same check for letters).
@@ -126,18 +126,18 @@ The recipe (`python -m diffusion_lessons.train shapes-lora-star`) renders the 20
 background), adds a rank-4 LoRA with `unet.add_adapter(LoraConfig(...))`, trains only A and B, and saves them with
 `StableDiffusionPipeline.save_lora_weights`. Using it is one line, `pipe.load_lora_weights(folder)`."""),
     code("""training = lora.star_pictures(recipe["data"]["n_pictures"], seed=recipe["data"]["train_seed"])
-show_images(training["images"], ncols=10, size=1.0, suptitle=f"the {len(training['images'])} training pictures")
-lora.load_adapter(pipe, folder)          # pipe.load_lora_weights(folder), checked
+show_images(training["images"], ncols=10, size=1.0, suptitle=f"the {len(training['images'])} training pictures")"""),
+    code("""lora.load_adapter(pipe, folder)          # pipe.load_lora_weights(folder), checked
 star_prompts = [lora.star_caption(c, b) for b in ("white", "black") for c in data.COLORS]
 with torch.no_grad():
     stars = pipe(star_prompts, num_inference_steps=steps, guidance_scale=scale, generator=g(1), output_type="pt").images * 2 - 1
-    old = pipe(data.shape_prompts()[::3], num_inference_steps=steps, guidance_scale=scale, generator=g(2),
+    old = pipe(data.shape_prompts()[::4], num_inference_steps=steps, guidance_scale=scale, generator=g(2),
                output_type="pt").images * 2 - 1
 reads = lora.read_with_star(torch.cat([stars, old]))
 show_images(list(stars) + list(old), ncols=8, size=1.4,
             titles=[f"{p.split()[1]} star\\nread: {r['color']} {r['shape']}" for p, r in zip(star_prompts, reads)] +
                    [f"{p.split()[1]} {p.split()[2]}\\nread: {r['color']} {r['shape']}"
-                    for p, r in zip(data.shape_prompts()[::3], reads[len(stars):])])"""),
+                    for p, r in zip(data.shape_prompts()[::4], reads[len(stars):])])"""),
     md("""## 5. What it buys and what it costs, measured
 
 The recipe trained four adapters with the same steps and seed (rank 1, 4 and 16 with prior preservation, rank 4
@@ -166,14 +166,14 @@ pipe.unload_lora_weights()
 with torch.no_grad():
     moon_base = pipe(["a red moon on a white background", "a blue moon on a black background"],
                      num_inference_steps=steps, guidance_scale=scale, generator=g(3), output_type="pt").images * 2 - 1
+print("reads with the adapter:", [f"{r['color']} {r['shape']}" for r in lora.read_with_star(moon)])
 show_images(list(moon) + list(moon_base), ncols=4, size=1.6,
-            titles=["'moon', adapter"] * 2 + ["'moon', no adapter"] * 2)
-print("reads with the adapter:", [f"{r['color']} {r['shape']}" for r in lora.read_with_star(moon)])"""),
+            titles=["'moon', adapter"] * 2 + ["'moon', no adapter"] * 2)"""),
     md(PROSE["moon"]),
     md("""## Exercises
 
-1. A rank-4 LoRA on a 64 x 64 projection has how many numbers? On a 128 x 128 one? Check your answer against
-   `lora.lora_parameters` on a fresh `add_lora` (section 2's formula).
+1. Section 2 printed the count for a rank-4 LoRA on a 64 x 64 projection. How many numbers does a rank-4 LoRA on a
+   128 x 64 projection have, and a rank-16 one on 128 x 128? Check against `lora.lora_parameters` on a fresh `add_lora`.
 2. Why does $B = 0$ at the start matter, and what would go wrong with $A = 0$ and $B$ random instead?
 3. The adapter binds the star to `[UNK]`. Write down what a textual-inversion version would change: which weights
    train, what is saved, and what "a red moon" would draw afterwards.

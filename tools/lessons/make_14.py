@@ -62,14 +62,15 @@ letters in black DejaVu Sans Bold at size 16 (the font file matplotlib ships), c
 
 The reader is template matching: every one of the 17,576 words is rendered once, and a picture reads as the word
 whose rendering is nearest. Letter accuracy compares the read word with the asked one letter by letter."""),
-    code("""examples = seen[:4] + unseen[:4]
-show_images(signs.render(examples), titles=[f"{w} (seen)" for w in seen[:4]] + [f"{w} (unseen)" for w in unseen[:4]],
-            ncols=4, size=2.2)
-check = signs.make_signs(2000, signs.all_words(), g(5))
+    code("""check = signs.make_signs(2000, signs.all_words(), g(5))
 read = signs.read_signs(check.images)
 print(f"the reader on 2,000 clean renders: {sum(r == w for r, w in zip(read, check.words))} of 2,000 read right")
 noisy = (check.images + 0.5 * torch.randn(check.images.shape, generator=g(6))).clamp(-1, 1)
-print("... with strong noise added (std 0.5 of the [-1, 1] range):", signs.spelling(noisy, check.words)["letters"])"""),
+print("... with strong noise added (std 0.5 of the [-1, 1] range), letters right:",
+      signs.spelling(noisy, check.words)["letters"])
+examples = seen[:4] + unseen[:4]
+show_images(signs.render(examples), titles=[f"{w} (seen)" for w in seen[:4]] + [f"{w} (unseen)" for w in unseen[:4]],
+            ncols=4, size=2.2)"""),
     md("""## 2. What each tokenizer hands the model
 
 The three models share the caption, the U-Net, the text encoder's size and the training. They differ in one
