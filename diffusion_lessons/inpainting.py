@@ -114,7 +114,15 @@ def inpaint_pipeline(pipe, unet=None):
         raise ValueError(f"unet must have 4 (blending) or 9 (inpainting) input channels, got "
                          f"{parts['unet'].config.in_channels}")
     parts["requires_safety_checker"] = False
-    out = StableDiffusionInpaintPipeline(**parts)
+    sample = parts["unet"].config.sample_size
+    if isinstance(sample, int):
+        out = StableDiffusionInpaintPipeline(**parts)
+    else:   # a (height, width) U-Net: diffusers' __init__ compares sample_size < 64, so it sees an int meanwhile
+        parts["unet"].register_to_config(sample_size=min(sample))
+        try:
+            out = StableDiffusionInpaintPipeline(**parts)
+        finally:
+            parts["unet"].register_to_config(sample_size=sample)
     out.set_progress_bar_config(disable=True)
     return out
 

@@ -27,7 +27,7 @@ import torch
 
 import diffusion_lessons
 from diffusion_lessons import (bias, book, control, data, device, dit, editing, evaluation, exercises, flow, generators,
-                               guidance, inpainting, latents, loop, lora, measure, memorization, signs, models, parameterisation, plotting, pretrained,
+                               guidance, inpainting, latents, loop, lora, measure, memorization, scenes, signs, models, parameterisation, plotting, pretrained,
                                samplers, sampling, schedules, sigmas, solvers, stats, t2i, text, thresholding, toys,
                                training, widgets)
 
@@ -592,6 +592,19 @@ BAD_INPUTS: dict[str, list] = {
                                      case("copies", lambda: memorization.with_duplicates(F().x, [1], -1))],
     "memorization.draw_samples": [case("n", lambda: memorization.draw_samples(F().unet, F().flow_scheduler, 0)),
                                   case("scheduler", lambda: memorization.draw_samples(F().unet, "euler", 2))],
+    # scenes (lesson 15)
+    "scenes.caption": [case("color", lambda: scenes.caption("single", [scenes.Thing("circle", "pink")], "white")),
+                       case("things", lambda: scenes.caption("single", "circle", "white")),
+                       case("kind", lambda: scenes.caption("negation", [], "white"))],
+    "scenes.random_scene": [case("kind", lambda: scenes.random_scene("many")),
+                            case("generator", lambda: scenes.random_scene("single", 3))],
+    "scenes.render": [case("scenes", lambda: scenes.render([])),
+                      case("background", lambda: scenes.render(scenes.Scene("single", "grey", [])))],
+    "scenes.make_scenes": [case("n", lambda: scenes.make_scenes(0)),
+                           case("kinds", lambda: scenes.make_scenes(2, kinds="single"))],
+    "scenes.read_scenes": [case("images", lambda: scenes.read_scenes(torch.zeros(1, 4, 8, 8)))],
+    "scenes.check": [case("scene", lambda: scenes.check({"things": []}, "scene"))],
+    "scenes.score": [case("scenes", lambda: scenes.score(torch.zeros(2, 3, 64, 64), []))],
     # signs (lesson 14)
     "signs.check_word": [case("word", lambda: signs.check_word("abc"))],
     "signs.caption": [case("word", lambda: signs.caption("ABCD"))],
@@ -676,7 +689,7 @@ BAD_INPUTS: dict[str, list] = {
 NO_ARGUMENTS = {"signs.font_path", "signs.all_words", "signs.char_tokenizer", "bias.role_words", "device.pick_device", "device.run_profile", "data.shape_prompts", "text.caption_words",
                 "t2i.stable_diffusion_pipeline_class", "t2i.build_scheduler", "training.launched_distributed"}
 # ... plain records of results (dataclasses and named tuples the package itself fills), ...
-RECORDS = {"signs.SignsData", "data.ShapesData", "book.Lesson", "solvers.SolverRun", "flow.FlowState", "loop.SampleState",
+RECORDS = {"scenes.Thing", "scenes.Scene", "scenes.ScenesData", "signs.SignsData", "data.ShapesData", "book.Lesson", "solvers.SolverRun", "flow.FlowState", "loop.SampleState",
            "samplers.StepOutput", "schedules.NoiseSchedule", "stats.Estimate", "exercises.CodingExercise",
            "training.TrainingInterrupted"}
 # ... arguments of any type by design, ...

@@ -301,6 +301,9 @@ def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
     assert not set(found["unseen"]["asked"]) & set(signs.split_words()[0])
     assert record["quality"]["unseen"]["letters"] == found["unseen"]["letters"]
     assert (word_out / "train_words.txt").read_text().split() == signs.split_words()[0]
+    again = signs_recipe.main_word(["--evaluate-only", "--words-per-set", "2", "--out", str(word_out)])
+    assert again["quality"] == record["quality"] and "evaluated" in again       # same words, seeds: same reading
+    assert json.loads((word_out / "recipe.json").read_text())["evaluated"] == again["evaluated"]
     for folder in (char_out, word_out):
         pipe = StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True,
                                                        safety_checker=None, requires_safety_checker=False)

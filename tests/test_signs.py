@@ -55,6 +55,9 @@ def test_reader_reads_a_wrong_picture_as_wrong():
     assert [p.value for p in score["positions"]] == [2 / 3, 2 / 3, 2 / 3]
     blank = torch.ones(4, 3, 32, 64)
     assert signs.spelling(blank, ["CAT", "DOG", "SUN", "BOX"])["words"].value == 0.0
+    drawn = signs.render(["TAC", "CAT"])   # the right letters in the wrong order: right in any order only
+    score = signs.spelling(drawn, ["CAT", "CAT"])
+    assert score["letters"].value == 2 / 3 and score["letters_any_order"].value == 1.0
     counts = signs.confusions(["CAT"], ["CAR"])
     assert counts.sum() == 3 and counts[signs.LETTERS.index("R"), signs.LETTERS.index("T")] == 1
 

@@ -62,3 +62,18 @@ def test_records_hold_the_measured_spelling():
             read, asked = found[where]["read"], found[where]["asked"]
             share = signs.letter_matches(read, asked).double().mean().item()
             assert abs(share - letters["value"]) < 1e-3     # the record agrees with its own words
+
+
+def test_the_blending_trick_runs_on_a_wide_model(pipes):
+    """diffusers' inpainting pipeline compares sample_size with 64 in its __init__; the book's wrapper lets a
+    (height, width) U-Net through and leaves its config as it was."""
+    from diffusion_lessons import inpainting
+
+    pipe = pipes["char"]
+    repaint = inpainting.inpaint_pipeline(pipe)
+    assert list(pipe.unet.config.sample_size) == [8, 16]
+    mask = torch.zeros(1, 1, signs.HEIGHT, signs.WIDTH)
+    mask[..., 4:28, 4:60] = 1.0
+    out = inpainting.inpaint(repaint, signs.render(["CAT"]), mask, "a sign that says CAT", 2, 7.5,
+                             torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, signs.HEIGHT, signs.WIDTH) and torch.isfinite(out).all()

@@ -57,7 +57,7 @@ def vae_spelling(vae, seed: int, dev: torch.device, n: int = N_VAE_TEST) -> dict
                            for i in range(0, n, 250)])
         score = signs.spelling(x_hat, chosen.words)
         found[name] = dict(letters=score["letters"].as_dict(), words=score["words"].as_dict(),
-                           mse=round(float(((x_hat - chosen.images) ** 2).mean()), 5))
+                           letters_any_order=score["letters_any_order"].as_dict(), mse=round(float(((x_hat - chosen.images) ** 2).mean()), 5))
     return found
 
 
@@ -144,6 +144,7 @@ def measure(pipe, seed: int, n: int) -> dict:
         chosen = pick_words(words, n, seed + offset)
         score = spell(pipe, chosen, seed + offset)
         found[name] = dict(letters=score["letters"].as_dict(), words=score["words"].as_dict(),
+                           letters_any_order=score["letters_any_order"].as_dict(),
                            positions=[p.as_dict() for p in score["positions"]], asked=chosen, read=score["read"])
     found["settings"] = dict(num_inference_steps=STEPS, guidance_scale=GUIDANCE, words_per_set=n,
                              images_per_word=1)
@@ -157,7 +158,12 @@ def t2i_main(kind: str, argv: list[str] | None = None) -> dict | None:
     parser = common.make_parser(name, __doc__, SETTINGS)
     parser.add_argument("--vae", type=Path, default=None,
                         help="the signs-vae run's folder (holds vae/); default: the newest ./runs/signs-vae-*")
-    args = common.parse(parser, argv, name, SETTINGS, outputs=OUTPUTS)
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="re-measure the model saved in --out (no training): measurements.json and the "
+                             "record's quality are rewritten")
+    args = common.parse(parser, argv, name, SETTINGS, out_needed_by="evaluate_only", outputs=OUTPUTS)
+    if args.evaluate_only:
+        return evaluate_only(args, name)
     dev, accelerator, generator = shapes_t2i.start(args, name)
     from diffusers import AutoencoderKL
 
@@ -185,8 +191,7 @@ def t2i_main(kind: str, argv: list[str] | None = None) -> dict | None:
         pipe = t2i.load_pipeline(folder, dev)
         found = None if args.skip_eval else measure(pipe, args.seed, args.words_per_set)
         eval_s = None if args.skip_eval else time.perf_counter() - t_eval
-        quality = None if found is None else {k: {m: v[m] for m in ("letters", "words")}
-                                               for k, v in found.items() if k != "settings"}
+        quality = None if found is None else _quality(found)
         record = common.run_record(
             name, args, SETTINGS, started=started, losses=history, train_s=train_s, device=dev, quality=quality,
             eval_s=eval_s, batch_size=args.batch_size, lr=shapes_t2i.LR,
@@ -205,6 +210,33 @@ def t2i_main(kind: str, argv: list[str] | None = None) -> dict | None:
             common.write_measurements(folder, name, record, found, eval_s, show=())
             print(json.dumps(quality, indent=1))
         return record
+
+
+def _quality(found: dict) -> dict:
+    return {k: {m: v[m] for m in ("letters", "words", "letters_any_order")} for k, v in found.items()
+            if k != "settings"}
+
+
+def evaluate_only(args: argparse.Namespace, name: str) -> dict:
+    """--evaluate-only: measure the pipeline saved in --out again (same words, seeds and settings) and rewrite
+    its measurements.json and its record's quality, with the time it took."""
+    path = args.out / "recipe.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
+    record = json.loads(path.read_text())
+    dev = training_device()
+    print(f"{name} recipe: re-measuring {args.out} on {dev}")
+    start = time.perf_counter()
+    found = measure(t2i.load_pipeline(args.out, dev), record["seed"], args.words_per_set)
+    eval_s = time.perf_counter() - start
+    record["quality"], record["eval_time_s"] = _quality(found), round(eval_s, 1)
+    record["evaluated"] = dict(hardware=common.hardware(dev),
+                               command=f"python -m diffusion_lessons.train {name} --evaluate-only --words-per-set "
+                                       f"{args.words_per_set} --out {args.out.name}")
+    common.write_record(record, path, show=())
+    common.write_measurements(args.out, name, record, found, eval_s, show=())
+    print(json.dumps(record["quality"], indent=1))
+    return record
 
 
 def main_word(argv: list[str] | None = None) -> dict | None:
