@@ -286,7 +286,7 @@ def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
     from diffusion_lessons import signs
     from diffusion_lessons.recipes import signs as signs_recipe
 
-    vae_out, char_out, word_out = tmp_path / "signs-vae", tmp_path / "signs-char", tmp_path / "signs-word"
+    vae_out, char_out, word_out = tmp_path / "runs" / "signs-vae", tmp_path / "signs-char", tmp_path / "signs-word"
     record = signs_recipe.vae_main(["--steps", "2", "--batch-size", "4", "--out", str(vae_out)])
     assert set(record["quality"]) == {"seen", "unseen"} and record["quality"]["seen"]["words"]["n"] == 500
     signs_recipe.main_char(["--steps", "2", "--batch-size", "4", "--skip-eval", "--vae", str(vae_out),

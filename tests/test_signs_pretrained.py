@@ -32,10 +32,12 @@ def test_the_three_folders_share_one_vae_and_list_their_training_words():
 
 
 def test_tokenizers_take_the_caption_as_a_plain_string(pipes):
+    from transformers import PreTrainedTokenizerFast
+
     train, unseen = signs.split_words()
     for k, pipe in pipes.items():
         tok = pipe.tokenizer
-        assert type(tok).__name__ == "PreTrainedTokenizerFast" and tok.model_max_length == signs.MAX_LENGTH
+        assert isinstance(tok, PreTrainedTokenizerFast) and tok.model_max_length == signs.MAX_LENGTH
         for word in (train[0], unseen[0]):
             ids = tok(signs.caption(word), padding="max_length", max_length=tok.model_max_length).input_ids
             assert len(ids) == signs.MAX_LENGTH
