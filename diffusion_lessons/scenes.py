@@ -122,7 +122,7 @@ def _place(n: int, generator: torch.Generator, relation: str | None = None, trie
             r = (RADIUS[0] + ur * (RADIUS[1] - RADIUS[0])) * SIZE
             lo, hi = r + BORDER * SIZE, SIZE - r - BORDER * SIZE
             placed.append((lo + ux * (hi - lo), lo + uy * (hi - lo), r))
-        apart = all(np.hypot(p[0] - q[0], p[1] - q[1]) * 1 >= np.sqrt(2) * (p[2] + q[2]) + GAP * SIZE
+        apart = all(np.hypot(p[0] - q[0], p[1] - q[1]) >= np.sqrt(2) * (p[2] + q[2]) + GAP * SIZE
                     for i, p in enumerate(placed) for q in placed[i + 1:])
         if apart and (relation is None or _holds(relation, placed[0][:2], placed[1][:2], MIN_SEPARATION * SIZE)):
             return placed

@@ -283,8 +283,7 @@ def _mean_interval(per_image: np.ndarray) -> stats.Estimate:
 
 def confusions(read: list[str], asked: list[str]) -> torch.Tensor:
     """(26, 26) counts: row = asked letter, column = read letter, over every position."""
-    match = letter_matches(read, asked)   # checks
-    del match
+    letter_matches(read, asked)   # checks both lists
     counts = torch.zeros(len(LETTERS), len(LETTERS), dtype=torch.long)
     for r, a in zip(read, asked):
         for i in range(WORD_LENGTH):
