@@ -211,3 +211,17 @@ def build_shapes_unet(seed: int | None = 0) -> "UNet2DConditionModel":  # noqa: 
         if seed is not None:
             torch.manual_seed(seed)
         return UNet2DConditionModel(**SHAPES_UNET_CONFIG)
+
+
+SCENES_UNET_CONFIG = dict(
+    SHAPES_UNET_CONFIG, sample_size=16,             # 4x16x16 latents = a 64x64 scene through the VAE
+    block_out_channels=(32, 64, 128),               # 16x16 -> 8x8 -> 4x4
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),  # cross-attention to the
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),          # words at 8x8 and 4x4
+)
+
+
+def build_scenes_unet(seed: int | None = 0) -> "UNet2DConditionModel":  # noqa: F821
+    """The lesson-15 UNet2DConditionModel (about 4.1 M parameters): 4x16x16 latents, cross-attention to the
+    words at 8x8, 4x4 and in the middle block, 64-wide text embeddings."""
+    return _seeded("UNet2DConditionModel", SCENES_UNET_CONFIG, seed)

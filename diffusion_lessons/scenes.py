@@ -107,6 +107,33 @@ def caption(kind: str, things: list[Thing], background: str, relation: str | Non
     return f"a {a.color} {a.shape} {relation} a {b.color} {b.shape} {tail}"
 
 
+def caption_words() -> list[str]:
+    """Every word of the world's captions, in a fixed order (the scenes tokenizer's vocabulary)."""
+    phrases = ["a and on background", *NUMBERS.values(), *COLORS, *SHAPES, *(s + "s" for s in SHAPES), *RELATIONS,
+               *BACKGROUNDS]
+    words: list[str] = []
+    for phrase in phrases:
+        words += [w for w in phrase.split() if w not in words]
+    return words
+
+
+OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def reworded(scene: Scene) -> Scene:
+    """The same picture described the other way round: a binding caption with its two shapes in the other
+    order ("a blue square and a red circle"), a relation caption from the other shape's side ("a blue square
+    right of a red circle"). Single and counting captions have no other order."""
+    if not isinstance(scene, Scene):
+        raise ValueError(f"scene must be a scenes.Scene, got {type(scene).__name__}")
+    if scene.kind not in ("binding", "relation"):
+        raise ValueError(f"scene must be a binding or relation scene to reword, got kind {scene.kind!r}")
+    things = list(reversed(scene.things))
+    relation = OPPOSITE[scene.relation] if scene.kind == "relation" else None
+    return Scene(scene.kind, scene.background, things, relation, caption(scene.kind, things, scene.background,
+                                                                         relation))
+
+
 def _holds(relation: str, a: tuple[float, float], b: tuple[float, float], margin: float) -> bool:
     """Does 'a <relation> b' hold for centres a, b (x right, y down), at least margin apart on the axis?"""
     dx, dy = b[0] - a[0], b[1] - a[1]

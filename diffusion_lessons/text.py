@@ -73,19 +73,36 @@ def save_tokenizer(tokenizer, folder: str | Path) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def build_text_encoder(tokenizer, seed: int | None = 0):
-    """A small transformers CLIPTextModel (hidden 64, 2 layers, about 0.1 M parameters) for `tokenizer`."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+ENCODERS = ("causal", "bidirectional")
+
+
+def build_text_encoder(tokenizer, seed: int | None = 0, kind: str = "causal"):
+    """A small text encoder for `tokenizer` (hidden 64, 2 layers, 4 heads, feed-forward 256, about 0.1 M
+    parameters). kind="causal": a transformers CLIPTextModel, each word sees only the words before it (CLIP's
+    causal mask, learned absolute positions); kind="bidirectional": a T5EncoderModel of the same width, depth
+    and heads, each word sees the whole caption (T5's relative position biases), the encoder family SD3 and
+    FLUX added."""
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     _check_tokenizer(tokenizer)
     seed = _checks.optional_seed(seed)
-    config = CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                            **{**TEXT_ENCODER_CONFIG, "max_position_embeddings": tokenizer.model_max_length})
+    kind = _checks.choice(kind, "kind", ENCODERS)
+    if kind == "causal":
+        config = CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                **{**TEXT_ENCODER_CONFIG, "max_position_embeddings": tokenizer.model_max_length})
+    else:
+        c = TEXT_ENCODER_CONFIG
+        config = T5Config(vocab_size=len(tokenizer), d_model=c["hidden_size"], d_ff=c["intermediate_size"],
+                          num_layers=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
+                          d_kv=c["hidden_size"] // c["num_attention_heads"], dropout_rate=0.0,
+                          relative_attention_num_buckets=16, relative_attention_max_distance=tokenizer.model_max_length,
+                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                          decoder_start_token_id=tokenizer.pad_token_id, is_encoder_decoder=False, use_cache=False)
     with torch.random.fork_rng():
         if seed is not None:
             torch.manual_seed(seed)
-        return CLIPTextModel(config)
+        return CLIPTextModel(config) if kind == "causal" else T5EncoderModel(config)
 
 
 def tokenize(tokenizer, prompts: str | list[str]) -> torch.Tensor:

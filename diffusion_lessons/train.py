@@ -36,6 +36,8 @@ RECIPES = {
     "signs-word": "signs:main_word",  # signs text-to-image, word-level tokenizer (lesson 14)
     "signs-bpe": "signs:main_bpe",    # ... BPE tokenizer (lesson 14)
     "signs-char": "signs:main_char",  # ... character-level tokenizer (lesson 14)
+    "scenes-vae": "scenes:vae_main",  # the shapes VAE fine-tuned on 64x64 scenes (lesson 15)
+    "scenes-t2i": "scenes",           # scenes text-to-image, --encoder bidirectional (T5) or causal (CLIP) (15)
 }
 
 

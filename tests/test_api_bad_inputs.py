@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import diffusion_lessons
-from diffusion_lessons import (bias, book, control, data, device, dit, editing, evaluation, exercises, flow, generators,
+from diffusion_lessons import (attention, bias, book, control, data, device, dit, editing, evaluation, exercises, flow, generators,
                                guidance, inpainting, latents, loop, lora, measure, memorization, scenes, signs, models, parameterisation, plotting, pretrained,
                                samplers, sampling, schedules, sigmas, solvers, stats, t2i, text, thresholding, toys,
                                training, widgets)
@@ -369,6 +369,7 @@ BAD_INPUTS: dict[str, list] = {
                              case("words", lambda: text.build_tokenizer(words="red circle"))],
     "text.save_tokenizer": [case("tokenizer", lambda: text.save_tokenizer("tok", "/tmp/nowhere"))],
     "text.build_text_encoder": [case("tokenizer", lambda: text.build_text_encoder("tok")),
+                                case("kind", lambda: text.build_text_encoder(F().tokenizer, kind="t5")),
                                 case("seed", lambda: text.build_text_encoder(F().tokenizer, seed=-1))],
     "text.tokenize": [case("prompts", lambda: text.tokenize(F().tokenizer, []))],
     "text.encode_prompts": [case("prompts", lambda: text.encode_prompts(F().tokenizer, F().encoder, 3))],
@@ -605,6 +606,17 @@ BAD_INPUTS: dict[str, list] = {
     "scenes.read_scenes": [case("images", lambda: scenes.read_scenes(torch.zeros(1, 4, 8, 8)))],
     "scenes.check": [case("scene", lambda: scenes.check({"things": []}, "scene"))],
     "scenes.score": [case("scenes", lambda: scenes.score(torch.zeros(2, 3, 64, 64), []))],
+    "scenes.reworded": [case("scene", lambda: scenes.reworded("a red circle")),
+                        case("scene", lambda: scenes.reworded(scenes.random_scene("single", gen())))],
+    "attention.record_cross_attention": [
+        case("unet", lambda: attention.record_cross_attention(torch.nn.Linear(2, 2)).__enter__())],
+    "attention.trajectory": [case("prompt", lambda: attention.trajectory(F().pipe, ["a", "b"], gen())),
+                             case("num_inference_steps", lambda: attention.trajectory(F().pipe, "a", gen(), 0))],
+    "attention.word_maps": [case("run", lambda: attention.word_maps(F().pipe, "a", {"latents": []})),
+                            case("prompt", lambda: attention.word_maps(F().pipe, 3, {"latents": [1], "timesteps": [1]}))],
+    "attention.token_labels": [case("tokenizer", lambda: attention.token_labels("tok", "a")),
+                               case("prompts", lambda: attention.token_labels(F().tokenizer, 3))],
+    "models.build_scenes_unet": [case("seed", lambda: models.build_scenes_unet(seed=-1))],
     # signs (lesson 14)
     "signs.check_word": [case("word", lambda: signs.check_word("abc"))],
     "signs.caption": [case("word", lambda: signs.caption("ABCD"))],
@@ -686,7 +698,7 @@ BAD_INPUTS: dict[str, list] = {
 }
 
 # Callables with nothing to check: no arguments, ...
-NO_ARGUMENTS = {"signs.font_path", "signs.all_words", "signs.char_tokenizer", "bias.role_words", "device.pick_device", "device.run_profile", "data.shape_prompts", "text.caption_words",
+NO_ARGUMENTS = {"scenes.caption_words", "signs.font_path", "signs.all_words", "signs.char_tokenizer", "bias.role_words", "device.pick_device", "device.run_profile", "data.shape_prompts", "text.caption_words",
                 "t2i.stable_diffusion_pipeline_class", "t2i.build_scheduler", "training.launched_distributed"}
 # ... plain records of results (dataclasses and named tuples the package itself fills), ...
 RECORDS = {"scenes.Thing", "scenes.Scene", "scenes.ScenesData", "signs.SignsData", "data.ShapesData", "book.Lesson", "solvers.SolverRun", "flow.FlowState", "loop.SampleState",
@@ -887,7 +899,10 @@ BUILDERS = {"build_digits_unet": lambda seed: models.build_digits_unet(seed=seed
             "build_shapes_vae": lambda seed: models.build_shapes_vae(seed=seed),
             "build_shapes_unet": lambda seed: models.build_shapes_unet(seed=seed),
             "build_signs_unet": lambda seed: models.build_signs_unet(seed=seed),
+            "build_scenes_unet": lambda seed: models.build_scenes_unet(seed=seed),
             "build_text_encoder": lambda seed: text.build_text_encoder(F().tokenizer, seed=seed),
+            "build_bidirectional_text_encoder": lambda seed: text.build_text_encoder(F().tokenizer, seed=seed,
+                                                                                  kind="bidirectional"),
             "build_digits_dit": lambda seed: dit.build_digits_dit(
                 "small", seed=seed)}
 

@@ -309,3 +309,40 @@ def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
                                                        safety_checker=None, requires_safety_checker=False)
         assert pipe.unet.config.sample_size == [8, 16]
     assert pipe.tokenizer("a sign that says QZX").input_ids[-2] == pipe.tokenizer.unk_token_id
+
+
+def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
+    """Two steps of scenes-vae from the shapes VAE, then scenes-t2i with each encoder (the causal one on the
+    bidirectional one's VAE, a sibling: linked); the causal one measured end to end on 2 prompts per kind, and
+    measured again by --evaluate-only to the same figures; both load with plain diffusers."""
+    from diffusers import StableDiffusionPipeline
+
+    from diffusion_lessons import scenes
+    from diffusion_lessons.recipes import scenes as scenes_recipe
+
+    vae_out, bi_out, causal_out = tmp_path / "runs" / "scenes-vae", tmp_path / "scenes-t2i", tmp_path / "causal"
+    record = scenes_recipe.vae_main(["--steps", "2", "--batch-size", "4", "--n-train", "16", "--out", str(vae_out)])
+    assert set(record["quality"]["reader_on_reconstructions"]) == set(scenes.KINDS)
+    assert record["vae"]["started_from"].endswith("shapes-t2i/vae")
+    tiny = ["--steps", "2", "--batch-size", "4", "--n-train", "16"]
+    scenes_recipe.main([*tiny, "--skip-eval", "--vae", str(vae_out), "--out", str(bi_out)])
+    assert not (bi_out / "vae").is_symlink()
+    record = scenes_recipe.main([*tiny, "--encoder", "causal", "--prompts-per-kind", "2", "--vae", str(bi_out),
+                                 "--out", str(causal_out)])
+    assert (causal_out / "vae").is_symlink() and (causal_out / "vae").resolve() == (bi_out / "vae").resolve()
+    found = json.loads((causal_out / "measurements.json").read_text())
+    assert found["main"]["binding"]["right"]["n"] == 2 and found["main"]["single"]["right"]["n"] == 1
+    assert set(found["guidance"]) == {str(g) for g in scenes_recipe.GUIDANCE_SWEEP}
+    assert found["reworded"]["relation"]["captions"] == [
+        scenes.reworded(s).caption for s in scenes_recipe.test_scenes("relation", 2, 0)]
+    assert record["quality"]["binding"]["right"] == {k: v for k, v in found["main"]["binding"]["right"].items()
+                                                     if k != "each"}
+    again = scenes_recipe.main(["--evaluate-only", "--prompts-per-kind", "2", "--out", str(causal_out)])
+    assert again["quality"] == record["quality"] and "evaluated" in again
+    kinds = {}
+    for folder in (bi_out, causal_out):
+        pipe = StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True,
+                                                       safety_checker=None, requires_safety_checker=False)
+        assert pipe.unet.config.sample_size == 16 and pipe.vae.config.sample_size == scenes.SIZE
+        kinds[folder.name] = type(pipe.text_encoder).__name__
+    assert kinds == {"scenes-t2i": "T5EncoderModel", "causal": "CLIPTextModel"}

@@ -85,6 +85,28 @@ def test_the_reader_reads_wrong_pictures_as_wrong(data):
     assert [scenes.check(r, s)["right"] for r, s in zip(scenes.read_scenes(blank), data.scenes[:2])] == [False, False]
 
 
+def test_the_vocabulary_covers_every_caption_and_nothing_else(data):
+    words = scenes.caption_words()
+    used = {w for c in data.captions for w in c.split()}
+    assert used <= set(words) and len(words) == len(set(words))
+    assert set(words) - used <= {"two", "three", "circles", "squares", "triangles"} | set(" ".join(
+        scenes.RELATIONS).split())   # the rest appear in captions of kinds the sample may miss
+
+
+def test_reworded_captions_describe_the_same_picture(data):
+    """'a red circle left of a blue square' and 'a blue square right of a red circle' are the same picture: the
+    reader scores the picture right against both; binding in the other order likewise."""
+    chosen = [s for s in data.scenes if s.kind in ("binding", "relation")][:30]
+    readings = scenes.read_scenes(scenes.render(chosen))
+    for reading, s in zip(readings, chosen):
+        other = scenes.reworded(s)
+        assert other.caption != s.caption and other.things == s.things[::-1]
+        assert scenes.check(reading, other)["right"]
+        assert scenes.reworded(other).caption == s.caption
+    relation = next(s for s in chosen if s.kind == "relation")
+    assert scenes.reworded(relation).relation == scenes.OPPOSITE[relation.relation]
+
+
 @pytest.mark.parametrize("call, arg", [
     (lambda: scenes.caption("single", [Thing("circle", "purple")], "white"), "color"),
     (lambda: scenes.caption("single", [Thing("star", "red")], "white"), "shape"),

@@ -1,0 +1,68 @@
+"""The shipped scenes models of lesson 15 load with plain diffusers, share one VAE, and were measured."""
+
+import json
+
+import pytest
+import torch
+
+from diffusion_lessons import scenes
+from diffusion_lessons.pretrained import ROOT, verify_manifest
+from diffusion_lessons.recipes import scenes as scenes_recipe
+
+FOLDERS = {"bidirectional": "scenes-t2i", "causal": "scenes-t2i-causal"}
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    from diffusers import StableDiffusionPipeline
+
+    return {k: StableDiffusionPipeline.from_pretrained(ROOT / f, use_safetensors=True, local_files_only=True,
+                                                       safety_checker=None, requires_safety_checker=False)
+            for k, f in FOLDERS.items()}
+
+
+def test_folders_share_one_vae_and_hold_their_encoders(pipes):
+    for folder in FOLDERS.values():
+        verify_manifest(ROOT / folder)
+    assert not (ROOT / "scenes-t2i" / "vae").is_symlink()
+    assert (ROOT / "scenes-t2i-causal" / "vae").is_symlink()
+    assert (ROOT / "scenes-t2i-causal" / "vae").resolve() == (ROOT / "scenes-t2i" / "vae").resolve()
+    assert type(pipes["bidirectional"].text_encoder).__name__ == "T5EncoderModel"
+    assert type(pipes["causal"].text_encoder).__name__ == "CLIPTextModel"
+    for k, folder in FOLDERS.items():
+        record = json.loads((ROOT / folder / "recipe.json").read_text())
+        assert record["encoder"] == k and record["wall_time_s"] <= 45 * 60
+    a, b = (json.loads((ROOT / f / "recipe.json").read_text()) for f in FOLDERS.values())
+    assert a["steps"] == b["steps"] and a["batch_size"] == b["batch_size"] and a["seed"] == b["seed"]
+
+
+def test_tokenizer_takes_every_caption_as_a_plain_string(pipes):
+    tok = pipes["bidirectional"].tokenizer
+    data = scenes.make_scenes(40, generator=torch.Generator().manual_seed(1))
+    for caption in data.captions:
+        ids = tok(caption, padding="max_length", max_length=tok.model_max_length).input_ids
+        assert tok.unk_token_id not in ids
+        assert tok.decode(ids, skip_special_tokens=True) == caption
+
+
+def test_the_pipelines_draw_scenes_of_the_worlds_size(pipes):
+    out = pipes["causal"](["two red circles on a white background"], num_inference_steps=2, output_type="pt",
+                          generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 3, scenes.SIZE, scenes.SIZE)
+
+
+def test_records_agree_with_their_own_verdicts():
+    for folder in FOLDERS.values():
+        found = json.loads((ROOT / folder / "measurements.json").read_text())
+        n = found["settings"]["prompts_per_kind"]
+        for kind in scenes.KINDS:
+            right = found["main"][kind]["right"]
+            assert right["n"] == (n // 2 if kind == "single" else n) >= 32
+            assert abs(sum(right["each"]) / right["n"] - right["value"]) < 1e-3
+            assert found["main"][kind]["captions"] == [s.caption for s in scenes_recipe.test_scenes(
+                kind, right["n"], 0)]
+        for kind in ("binding", "relation"):
+            reworded = found["reworded"][kind]
+            assert reworded["captions"] == [scenes.reworded(s).caption for s in scenes_recipe.test_scenes(kind, n, 0)]
+        assert found["guidance"][str(scenes_recipe.GUIDANCE)]["binding"]["value"] == \
+            found["main"]["binding"]["right"]["value"]
