@@ -164,6 +164,11 @@ def quality(found: dict) -> dict:
                    for m in ("right", "swapped") if m in found["main"][kind]} for kind in scenes.KINDS}
 
 
+def model_name(encoder: str) -> str:
+    """The shipped folder's name for a scenes model: scenes-t2i (bidirectional) or scenes-t2i-causal."""
+    return "scenes-t2i" if encoder == "bidirectional" else f"scenes-t2i-{encoder}"
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     """Train the scenes model with the --encoder kind; save, measure and write the records into --out."""
     name = "scenes-t2i"
@@ -223,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             caption_dropout=shapes_t2i.CAPTION_DROPOUT)
         common.write_record(record, folder / "recipe.json")
         if found is not None:
-            common.write_measurements(folder, name, record, found, eval_s, show=())
+            common.write_measurements(folder, model_name(args.encoder), record, found, eval_s, show=())
             print(json.dumps(record["quality"], indent=1))
         return record
 
@@ -244,6 +249,6 @@ def evaluate_only(args, name: str) -> dict:
                                command=f"python -m diffusion_lessons.train {name} --evaluate-only --prompts-per-kind "
                                        f"{args.prompts_per_kind} --out {args.out.name}")
     common.write_record(record, path, show=())
-    common.write_measurements(args.out, name, record, found, eval_s, show=())
+    common.write_measurements(args.out, model_name(record["encoder"]), record, found, eval_s, show=())
     print(json.dumps(record["quality"], indent=1))
     return record
