@@ -50,7 +50,8 @@ recipes = {k: json.loads((ROOT / f / "recipe.json").read_text()) for k, f in MOD
 for k, f in MODELS.items():
     r = recipes[k]
     print(f"{f} ({k} encoder, {type(pipes[k].text_encoder).__name__}): {r['command']}\\n    "
-          f"{r['wall_time_s'] / 60:.1f} min on {r['hardware']}; the measurements match the shipped weights: "
+          f"{r['wall_time_s'] / 60:.1f} min on {r['hardware']}, final training loss {r['final_loss']:.3f}; the "
+          f"measurements match the shipped weights: "
           f"{record_matches_model(records[k], ROOT / f)}")
 settings = records["bidirectional"]["settings"]
 steps, scale = settings["num_inference_steps"], settings["guidance_scale"]
@@ -108,7 +109,9 @@ show_images(torch.stack([x for pair in zip(sample, back) for x in pair]), ncols=
     md("""## 3. The pictures
 
 The shipped model (`scenes-t2i`, the bidirectional encoder) and its causal twin, asked the same twelve captions with
-the same seed (25 steps, guidance 7.5). Each title is the caption and the reader's verdict."""),
+the same seed (25 steps, guidance 7.5). Each title is the model and the reader's verdict; the captions are the
+numbered list, in reading order, once per model. Both models were trained with the same seed and data and sample
+from the same starting noise, so their layouts often match; the differences are the encoder's."""),
     code("""asked = [s for kind in ("binding", "relation", "counting") for s in
          [scenes.random_scene(kind, g(50 + i)) for i in range(4)]]
 def verdict(reading, scene):
@@ -126,7 +129,8 @@ show_images(torch.cat(rows), titles=titles, ncols=6, size=1.9,
     md("""## 4. How often it is right, measured
 
 Each recipe measured its model on 64 captions of each kind drawn by a fixed seed (32 single-shape captions), one
-picture each, 25 steps, guidance 7.5; Wilson 95% intervals. The targets the book set itself are dotted."""),
+picture each, 25 steps, guidance 7.5; Wilson 95% intervals. Dotted: the targets the book set for its model when
+the lesson was planned (binding 0.8, relations and counting 0.7; none for single shapes)."""),
     code("""TARGETS = {"binding": 0.8, "relation": 0.7, "counting": 0.7}
 print(f"{'':<18}" + "".join(f"{k + ' encoder':>28}" for k in MODELS))
 for kind in scenes.KINDS:
@@ -156,12 +160,12 @@ plt.show()"""),
 
 A CLIP text encoder is causal: each token attends only to the tokens before it, so in "a red circle and a blue
 square" the vector of "red" cannot know that a circle follows, and the U-Net must find the binding in the later
-tokens. A T5 encoder (the route Imagen, SD3 and FLUX took) is bidirectional: every token sees the whole caption.
+tokens. A T5 encoder is bidirectional (Imagen uses T5 alone; SD3 and FLUX add T5 next to CLIP): every token sees the whole caption.
 The two shipped encoders have the same width (64), depth (2 layers), heads (4) and nearly the same parameter count;
 they also differ in how they encode position (CLIP: a learned vector per position; T5: relative-position biases),
 so the comparison is between the two families as they are built, not a mask switched on and off.
 
-Change only the last word of a caption and see which positions' outputs change:"""),
+Change only one word near the end ('white' becomes 'black') and see which positions' outputs change:"""),
     code("""a_caption = "a red circle and a blue square on a white background"
 b_caption = "a red circle and a blue square on a black background"
 labels = attention.token_labels(pipes["causal"].tokenizer, a_caption)
@@ -256,7 +260,8 @@ step; `attention.word_maps` replays the U-Net on those latents with any caption 
 
 The control: a map could follow a word, or just its *position* in the caption. Replaying the reworded caption ("a
 blue square and a red circle") on the same trajectory keeps the picture fixed and moves each word to another
-position. If "red" still lands on the red shape, the map follows the word."""),
+position. If "red" still lands on the red shape, the map follows the word. In the figure, lighter means more
+attention; each map is scaled to its own maximum."""),
     code("""def inside(maps, labels, word, thing, size=64):
     \"\"\"Share of a word's attention that falls on a read shape's disc (radius from its area).\"\"\"
     yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
@@ -332,7 +337,7 @@ show_images(torch.cat([at_once[:6], canvas[:6]]), ncols=6, size=1.9,
     md("""## Exercises
 1. Write the caption "a green triangle above a red square on a black background" and its reworded twin. Which
    tokens can the causal encoder's vector for "green" depend on in each?
-2. In section 6, counting is scored as "exactly the asked number of the asked shape, nothing else". Write the
+2. Counting is scored (section 1) as "exactly the asked number of the asked shape, nothing else". Write the
    looser score "at least the asked number" with `scenes.read_scenes` and compare on the pictures of section 3.
 3. The reader calls a two-shape picture *swapped* only when both shapes are there with each other's colors. What
    other binding failure does that leave uncounted, and how would you count it?
