@@ -280,6 +280,33 @@ def re_measure(args: argparse.Namespace, device: torch.device, name: str, load, 
     return record
 
 
+def evaluate_pipeline(args: argparse.Namespace, name: str, measure, summarise, option: str,
+                      model=None) -> dict:
+    """--evaluate-only for a text-to-image recipe: measure(pipe, seed) -> found on the pipeline saved in --out,
+    summarise(found) -> the record's quality; rewrites OUT/recipe.json and OUT/measurements.json with the time and
+    hardware it took. option: the measuring option as typed (for the command); model(record) -> the name in
+    measurements.json (default: name)."""
+    from .. import t2i
+
+    path = args.out / "recipe.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
+    record = json.loads(path.read_text())
+    device = training.training_device()
+    print(f"{name} recipe: re-measuring {args.out} on {device}")
+    start = time.perf_counter()
+    found = measure(t2i.load_pipeline(args.out, device), record["seed"])
+    eval_s = time.perf_counter() - start
+    record["quality"], record["eval_time_s"] = summarise(found), round(eval_s, 1)
+    record["evaluated"] = dict(hardware=hardware(device),
+                               command=f"python -m diffusion_lessons.train {name} --evaluate-only {option} "
+                                       f"--out {args.out.name}")
+    write_record(record, path, show=())
+    write_measurements(args.out, name if model is None else model(record), record, found, eval_s, show=())
+    print(json.dumps(record["quality"], indent=1))
+    return record
+
+
 # ---- training under accelerate -------------------------------------------------------------------------------
 
 def accelerator(args: argparse.Namespace, device: torch.device):

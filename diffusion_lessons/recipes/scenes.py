@@ -235,20 +235,6 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 def evaluate_only(args, name: str) -> dict:
     """--evaluate-only: measure the pipeline saved in --out again and rewrite its records."""
-    path = args.out / "recipe.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
-    record = json.loads(path.read_text())
-    dev = training_device()
-    print(f"{name} recipe: re-measuring {args.out} on {dev}")
-    start = time.perf_counter()
-    found = measure(t2i.load_pipeline(args.out, dev), record["seed"], args.prompts_per_kind)
-    eval_s = time.perf_counter() - start
-    record["quality"], record["eval_time_s"] = quality(found), round(eval_s, 1)
-    record["evaluated"] = dict(hardware=common.hardware(dev),
-                               command=f"python -m diffusion_lessons.train {name} --evaluate-only --prompts-per-kind "
-                                       f"{args.prompts_per_kind} --out {args.out.name}")
-    common.write_record(record, path, show=())
-    common.write_measurements(args.out, model_name(record["encoder"]), record, found, eval_s, show=())
-    print(json.dumps(record["quality"], indent=1))
-    return record
+    return common.evaluate_pipeline(args, name, lambda pipe, seed: measure(pipe, seed, args.prompts_per_kind),
+                                    quality, f"--prompts-per-kind {args.prompts_per_kind}",
+                                    model=lambda record: model_name(record["encoder"]))

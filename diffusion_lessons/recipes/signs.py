@@ -220,23 +220,8 @@ def _quality(found: dict) -> dict:
 def evaluate_only(args: argparse.Namespace, name: str) -> dict:
     """--evaluate-only: measure the pipeline saved in --out again (same words, seeds and settings) and rewrite
     its measurements.json and its record's quality, with the time it took."""
-    path = args.out / "recipe.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
-    record = json.loads(path.read_text())
-    dev = training_device()
-    print(f"{name} recipe: re-measuring {args.out} on {dev}")
-    start = time.perf_counter()
-    found = measure(t2i.load_pipeline(args.out, dev), record["seed"], args.words_per_set)
-    eval_s = time.perf_counter() - start
-    record["quality"], record["eval_time_s"] = _quality(found), round(eval_s, 1)
-    record["evaluated"] = dict(hardware=common.hardware(dev),
-                               command=f"python -m diffusion_lessons.train {name} --evaluate-only --words-per-set "
-                                       f"{args.words_per_set} --out {args.out.name}")
-    common.write_record(record, path, show=())
-    common.write_measurements(args.out, name, record, found, eval_s, show=())
-    print(json.dumps(record["quality"], indent=1))
-    return record
+    return common.evaluate_pipeline(args, name, lambda pipe, seed: measure(pipe, seed, args.words_per_set),
+                                    _quality, f"--words-per-set {args.words_per_set}")
 
 
 def main_word(argv: list[str] | None = None) -> dict | None:
