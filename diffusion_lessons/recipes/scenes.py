@@ -102,16 +102,6 @@ def vae_main(argv: list[str] | None = None) -> dict | None:
         return record
 
 
-def vae_folder(args) -> Path:
-    """--vae, else the newest ./runs/scenes-vae-* that holds vae/."""
-    found = [args.vae] if args.vae is not None else sorted(Path.cwd().glob("runs/scenes-vae-*"), reverse=True)
-    for folder in found:
-        if (folder / "vae" / "config.json").is_file():
-            return folder
-    raise FileNotFoundError(f"no trained scenes VAE in {', '.join(map(str, found)) or './runs'}: run python -m "
-                            f"diffusion_lessons.train scenes-vae first and pass its folder with --vae")
-
-
 def test_scenes(kind: str, n: int, seed: int) -> list:
     """The n measured scenes of a kind, drawn by the seed (the same for every model)."""
     generator = _device.make_generator(seed + 100 + scenes.KINDS.index(kind))
@@ -187,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     dev, accelerator, generator = shapes_t2i.start(args, name, f", {args.encoder} text encoder")
     from diffusers import AutoencoderKL
 
-    folder_vae = vae_folder(args)
+    folder_vae = signs_recipe.vae_folder(args, "scenes-vae")
     vae = AutoencoderKL.from_pretrained(folder_vae / "vae", use_safetensors=True, local_files_only=True)
     tokenizer = text.build_tokenizer(scenes.caption_words())
     trained = torch.nn.ModuleDict(dict(

@@ -100,14 +100,14 @@ def vae_main(argv: list[str] | None = None) -> dict | None:
         return record
 
 
-def vae_folder(args: argparse.Namespace) -> Path:
-    """--vae, else the newest ./runs/signs-vae-* that holds vae/."""
-    found = [args.vae] if args.vae is not None else sorted(Path.cwd().glob("runs/signs-vae-*"), reverse=True)
+def vae_folder(args: argparse.Namespace, recipe: str = "signs-vae") -> Path:
+    """--vae, else the newest ./runs/RECIPE-* that holds vae/ (RECIPE: signs-vae, or scenes-vae for lesson 15)."""
+    found = [args.vae] if args.vae is not None else sorted(Path.cwd().glob(f"runs/{recipe}-*"), reverse=True)
     for folder in found:
         if (folder / "vae" / "config.json").is_file():
             return folder
-    raise FileNotFoundError(f"no trained signs VAE in {', '.join(map(str, found)) or './runs'}: run python -m "
-                            f"diffusion_lessons.train signs-vae first and pass its folder with --vae")
+    raise FileNotFoundError(f"no trained VAE in {', '.join(map(str, found)) or './runs'}: run python -m "
+                            f"diffusion_lessons.train {recipe} first and pass its folder with --vae")
 
 
 def link_vae(folder_vae: Path, out: Path, folder: Path) -> bool:
