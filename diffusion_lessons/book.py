@@ -58,15 +58,15 @@ LESSONS = (
            "a trainable copy of the encoder joined by zero convolutions; a silhouette as the control image, its "
            "overlap with the drawn shape measured at four conditioning scales"),
     Lesson("13_lora", "LoRA and DreamBooth: teaching a new shape",
-           "a low-rank update on the attention projections teaches a star from 20 pictures; the unknown word, prior "
-           "preservation against drift, rank against size"),
+           "a low-rank update on the U-Net's and the text encoder's attention projections teaches a star from 20 "
+           "pictures; the unknown word, prior preservation against drift, rank against size"),
     Lesson("14_spelling", "Why it can't spell",
            "three models that differ only in their tokenizer (word, BPE, characters) spell seen and unseen words on "
            "signs; the decoder's own limit first; a character-aware encoder and repainting the word as remedies"),
     Lesson("15_composition", "Why it mixes up your description",
            "a model on scenes of one to three shapes binds colors, places shapes and counts, measured; a causal "
-           "against a bidirectional text encoder; word order, guidance and cross-attention maps with a control; "
-           "one caption per region as the remedy"),
+           "against a bidirectional text encoder, and a 4x wider one; word order, guidance and cross-attention maps "
+           "with a control; one caption per region as the remedy"),
     Lesson("16_bias", "Bias in, bias out, and memorization",
            "a role word whose training pictures are 80% red: how much of the lean comes out, what guidance does to "
            "it, which fixes work; and when a model copies its training images (10, 100, 1,000 digits, duplicates)"),

@@ -28,13 +28,14 @@ from . import _checks, data
 from .evaluation import _foreground, _harden, _nearest, _shape_errors, _template_errors
 from .stats import proportion
 
-__all__ = ["STAR", "INNER", "TARGET_MODULES", "star_coverage", "render_stars", "star_caption", "star_pictures",
-           "read_with_star", "add_lora", "lora_parameters", "save_lora", "adapter_bytes", "load_adapter",
+__all__ = ["STAR", "INNER", "TARGET_MODULES", "TEXT_TARGET_MODULES", "star_coverage", "render_stars", "star_caption",
+           "star_pictures", "read_with_star", "add_lora", "add_text_lora", "lora_parameters", "save_lora", "adapter_bytes", "load_adapter",
            "measure_adapter"]
 
 STAR = "star"
 INNER = 0.4                                          # inner radius / outer radius
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]  # the U-Net's attention projections
+TEXT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "out_proj"]  # the CLIP text encoder's attention projections
 STAR_AREA = 5 * INNER * math.sin(math.radians(36))   # star area / r^2 (ten triangles of sides r and INNER r)
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 # Outer radius of the training stars, as a fraction of the side: larger than the shapes world's "large" (0.28-0.34),
@@ -155,15 +156,37 @@ def add_lora(unet, rank: int = 4, seed: int | None = 0) -> None:
                                     target_modules=TARGET_MODULES))
 
 
+def add_text_lora(text_encoder, rank: int = 4, seed: int | None = 0) -> None:
+    """Add a peft LoRA of `rank` (lora_alpha = rank) to the text encoder's attention projections
+    (TEXT_TARGET_MODULES, peft.inject_adapter_in_model), as DreamBooth-LoRA's --train_text_encoder does: A drawn
+    (seeded), B zero; every other weight frozen. It lets the caption's [UNK] become a vector of its own."""
+    from peft import LoraConfig, inject_adapter_in_model
+    from transformers import CLIPTextModel
+
+    rank = _checks.integer(rank, "rank", 1)
+    seed = _checks.optional_seed(seed)
+    if not isinstance(text_encoder, CLIPTextModel):
+        raise ValueError(f"text_encoder must be a transformers CLIPTextModel, got {type(text_encoder).__name__}")
+    text_encoder.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                           target_modules=TEXT_TARGET_MODULES), text_encoder)
+    for name, p in text_encoder.named_parameters():
+        p.requires_grad_("lora_" in name)
+
+
 def lora_parameters(unet) -> int:
-    """How many numbers the LoRA adds (the trainable A and B matrices)."""
+    """How many numbers the LoRA adds (the trainable A and B matrices) to a U-Net or a text encoder."""
     _checks.module(unet, "unet")
     return sum(p.numel() for n, p in unet.named_parameters() if "lora_" in n)
 
 
-def save_lora(unet, folder: str | Path) -> Path:
-    """StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=the U-Net's LoRA in diffusers' naming):
-    writes folder/pytorch_lora_weights.safetensors, which pipe.load_lora_weights(folder) loads."""
+def save_lora(unet, folder: str | Path, text_encoder=None) -> Path:
+    """StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=the U-Net's LoRA in diffusers' naming,
+    text_encoder_lora_layers=the text encoder's, if given): writes folder/pytorch_lora_weights.safetensors, which
+    pipe.load_lora_weights(folder) loads (both parts)."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
@@ -172,10 +195,15 @@ def save_lora(unet, folder: str | Path) -> Path:
         raise ValueError(f"folder must be a path (str or pathlib.Path), got {type(folder).__name__}")
     if lora_parameters(unet) == 0:
         raise ValueError("unet must carry a LoRA adapter (lora.add_lora), found none")
+    if text_encoder is not None and lora_parameters(text_encoder) == 0:
+        raise ValueError("text_encoder must carry a LoRA adapter (lora.add_text_lora) or be None, found none")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
+    text_layers = (None if text_encoder is None
+                   else convert_state_dict_to_diffusers(get_peft_model_state_dict(text_encoder)))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, text_encoder_lora_layers=text_layers,
+                                              safe_serialization=True)
     return folder / WEIGHTS_NAME
 
 
@@ -196,7 +224,7 @@ def load_adapter(pipe, folder: str | Path) -> None:
     from diffusers.utils import logging
 
     level = logging.get_verbosity()
-    logging.set_verbosity_error()   # not the notice that the adapter has no text-encoder part (it has none)
+    logging.set_verbosity_error()   # not the notice that an adapter has no text-encoder part
     try:
         pipe.load_lora_weights(str(folder))
     finally:

@@ -66,6 +66,33 @@ def test_save_and_load_round_trip(pipe, tmp_path):
     assert lora.lora_parameters(fresh.unet) == 0
 
 
+def test_the_text_encoder_adapter_starts_as_a_no_op_and_round_trips(pipe, tmp_path):
+    """add_text_lora: only A and B train, B = 0 leaves the encoder unchanged; save_lora(..., text_encoder) writes
+    both parts into one file and pipe.load_lora_weights puts the text encoder's part back exactly."""
+    ids = torch.tensor(pipe.tokenizer("a red star on a white background").input_ids)[None]
+    with torch.no_grad():
+        before = pipe.text_encoder(ids)[0]
+    lora.add_lora(pipe.unet, rank=2, seed=0)
+    lora.add_text_lora(pipe.text_encoder, rank=2, seed=0)
+    trainable = [n for n, p in pipe.text_encoder.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    layers = [m for n, m in pipe.text_encoder.named_modules() if n.endswith(tuple(lora.TEXT_TARGET_MODULES))]
+    assert lora.lora_parameters(pipe.text_encoder) == sum(
+        2 * (m.base_layer.in_features + m.base_layer.out_features) for m in layers)
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.text_encoder(ids)[0], before, atol=1e-6, rtol=0)
+        for name, p in pipe.text_encoder.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)                                   # as if trained
+        want = pipe.text_encoder(ids)[0]
+    assert (want - before).abs().max() > 1e-3
+    lora.save_lora(pipe.unet, tmp_path, pipe.text_encoder)
+    fresh = t2i.load_pipeline(ROOT / "shapes-t2i", "cpu")
+    lora.load_adapter(fresh, tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.text_encoder(ids)[0], want, atol=1e-5, rtol=0)
+
+
 def test_a_missing_adapter_folder_is_refused(pipe, tmp_path):
     with pytest.raises(ValueError, match="folder"):
         lora.load_adapter(pipe, tmp_path / "nothing")
@@ -76,4 +103,6 @@ def test_the_shipped_adapter_is_small_and_loads_with_plain_diffusers(pipe):
     assert record_matches_model(record, FOLDER)
     assert lora.adapter_bytes(FOLDER) <= 1_000_000
     pipe.load_lora_weights(str(FOLDER))
-    assert lora.lora_parameters(pipe.unet) == record["runs"]["r4"]["lora_parameters"]
+    shipped = json.loads((FOLDER / "recipe.json").read_text())["models"]["shipped"]
+    assert (lora.lora_parameters(pipe.unet) + lora.lora_parameters(pipe.text_encoder)
+            == record["runs"][shipped]["lora_parameters"])

@@ -275,7 +275,9 @@ def test_part_three_recipes_tiny_runs_write_loadable_models(tmp_path):
     assert (out / lora.WEIGHTS_NAME).is_file() and (out / "variants" / "r16" / lora.WEIGHTS_NAME).is_file()
     base = t2i.load_pipeline(ROOT / "shapes-t2i")
     lora.load_adapter(base, out)
-    assert lora.lora_parameters(base.unet) == record["runs"]["r4"]["lora_parameters"]
+    assert lora.lora_parameters(base.text_encoder) > 0 and record["runs"][shapes_lora_star.SHIPPED]["text_encoder_lora"]
+    assert (lora.lora_parameters(base.unet) + lora.lora_parameters(base.text_encoder)
+            == record["runs"][shapes_lora_star.SHIPPED]["lora_parameters"])
 
 
 def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
@@ -325,8 +327,11 @@ def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
     assert set(record["quality"]["reader_on_reconstructions"]) == set(scenes.KINDS)
     assert record["vae"]["started_from"].endswith("shapes-t2i/vae")
     tiny = ["--steps", "2", "--batch-size", "4", "--n-train", "16"]
-    scenes_recipe.main([*tiny, "--skip-eval", "--vae", str(vae_out), "--out", str(bi_out)])
+    scenes_recipe.main([*tiny, "--skip-eval", "--encoder-width", "32", "--vae", str(vae_out), "--out", str(bi_out)])
     assert not (bi_out / "vae").is_symlink()
+    assert json.loads((bi_out / "recipe.json").read_text())["encoder_width"] == 32
+    assert scenes_recipe.model_name("bidirectional", 256) == "scenes-t2i-w256"
+    assert scenes_recipe.model_name("causal") == "scenes-t2i-causal"
     record = scenes_recipe.main([*tiny, "--encoder", "causal", "--prompts-per-kind", "2", "--vae", str(bi_out),
                                  "--out", str(causal_out)])
     assert (causal_out / "vae").is_symlink() and (causal_out / "vae").resolve() == (bi_out / "vae").resolve()
@@ -344,5 +349,6 @@ def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
         pipe = StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True,
                                                        safety_checker=None, requires_safety_checker=False)
         assert pipe.unet.config.sample_size == 16 and pipe.vae.config.sample_size == scenes.SIZE
+        assert pipe.unet.config.cross_attention_dim == (32 if folder == bi_out else 64)
         kinds[folder.name] = type(pipe.text_encoder).__name__
     assert kinds == {"scenes-t2i": "T5EncoderModel", "causal": "CLIPTextModel"}

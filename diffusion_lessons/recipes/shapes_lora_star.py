@@ -1,17 +1,19 @@
 """Recipe: lesson 13's star adapter (python -m diffusion_lessons.train shapes-lora-star).
 
 Teaches the shipped shapes-t2i model a five-pointed star from 20 pictures (lora.star_pictures: every color and
-background, outer radius 0.38-0.44 of the side: lora.STAR_SIZE) with a peft LoRA on the U-Net's attention projections (lora.add_lora), everything
-else frozen. The caption is "a <color> star on a <background> background"; "star" is not in the tokenizer's
+background, outer radius 0.38-0.44 of the side: lora.STAR_SIZE) with a peft LoRA on the U-Net's attention
+projections (lora.add_lora) and one of the same rank on the text encoder's (lora.add_text_lora, DreamBooth-LoRA's
+--train_text_encoder), everything else frozen. The caption is "a <color> star on a <background> background"; "star" is not in the tokenizer's
 vocabulary and becomes [UNK], DreamBooth's rare identifier (lora's docstring). DreamBooth's prior preservation:
 each batch also holds the base model's own pictures of the 24 plain prompts (generated here first, 25 steps,
 guidance 7.5), loss = MSE(star half) + PRIOR_WEIGHT * MSE(prior half).
 
-Four runs, the same steps and seed: rank 1, 4 and 16 with prior preservation, rank 4 without. Each is
+Five runs, the same steps and seed: rank 1, 4 and 16 with prior preservation, rank 16 without, and rank 16 with
+prior preservation on the U-Net alone (text encoder frozen: the control for what the text side adds). Each is
 measured with its adapter loaded into a fresh pipeline (pipe.load_lora_weights), by lora.measure_adapter: the
 star read as a star, its color, the base prompts still right (language drift); the base model without adapter
-too. Writes OUT/pytorch_lora_weights.safetensors (rank 4 with prior preservation: pipe.load_lora_weights(OUT)),
-OUT/variants/<run>/ (the other three), recipe.json, measurements.json (the rank table) and manifest.json.
+too. Writes OUT/pytorch_lora_weights.safetensors (rank 16 with prior preservation: pipe.load_lora_weights(OUT)),
+OUT/variants/<run>/ (the other four), recipe.json, measurements.json (the rank table) and manifest.json.
 OUT: --out, default ./runs/shapes-lora-star-<timestamp>.
 """
 
@@ -41,8 +43,9 @@ LR, WARMUP = 5e-3, 25
 LOOP = dict(weight_decay=0.0, warmup=WARMUP, max_grad_norm=1.0)
 PRIOR_WEIGHT = 1.0
 PRIOR_PER_PROMPT = 4          # base-model pictures per plain prompt (96 prior pictures)
-RUNS = {"r1": (1, True), "r4": (4, True), "r16": (16, True), "r4-no-prior": (4, False)}   # name: (rank, prior)
-SHIPPED = "r4"
+RUNS = {"r1": (1, True, True), "r4": (4, True, True), "r16": (16, True, True), "r16-no-prior": (16, False, True),
+        "r16-unet-only": (16, True, False)}                # name: (rank, prior preservation, text-encoder LoRA)
+SHIPPED = "r16"
 STEPS, GUIDANCE = 25, 7.5
 OUTPUTS = (lora.WEIGHTS_NAME, "variants", "recipe.json", "measurements.json")
 
@@ -81,11 +84,12 @@ def sample_batch(stars: dict, prior: dict | None, batch_size: int, generator: to
 
 
 def loss_fn(unet, text_encoder, schedule, batch: dict) -> torch.Tensor:
-    """MSE on the star rows + PRIOR_WEIGHT * MSE on the prior rows (DreamBooth's prior preservation)."""
+    """MSE on the star rows + PRIOR_WEIGHT * MSE on the prior rows (DreamBooth's prior preservation); the
+    gradient reaches the text encoder's LoRA when it has one."""
     dev = batch["z0"].device
     t, eps = batch["t"].to(dev), batch["eps"].to(dev)
     z_t = schedule.add_noise(batch["z0"], eps, t)
-    with torch.no_grad():
+    with torch.set_grad_enabled(lora.lora_parameters(text_encoder) > 0):
         emb = text_encoder(batch["ids"])[0]
     err = ((unet(z_t, t, encoder_hidden_states=emb).sample - eps) ** 2).mean(dim=(1, 2, 3))
     n = batch["n_star"]
@@ -114,13 +118,16 @@ def main(argv: list[str] | None = None) -> dict | None:
     scaling = base.vae.config.scaling_factor
     runs, histories, train_s = {}, {}, 0.0
     with common.publish(args.out, args.keep_checkpoints) as folder:
-        for name, (rank, with_prior) in RUNS.items():
-            unet = copy.deepcopy(base.unet)
+        for name, (rank, with_prior, with_text) in RUNS.items():
+            unet, text_encoder = copy.deepcopy(base.unet), copy.deepcopy(base.text_encoder)
             lora.add_lora(unet, rank, seed=args.seed)
-            unet.train()
+            if with_text:
+                lora.add_text_lora(text_encoder, rank, seed=args.seed)
+            unet.train(), text_encoder.train(with_text)
+            trained = torch.nn.ModuleDict(dict(unet=unet, text_encoder=text_encoder))
             start = time.perf_counter()
             try:
-                history = train_loop(unet, lambda batch, u=unet: loss_fn(u, base.text_encoder, schedule, batch),
+                history = train_loop(trained, lambda batch, u=unet, te=text_encoder: loss_fn(u, te, schedule, batch),
                                      lambda gen, p=(prior if with_prior else None): sample_batch(
                                          stars, p, args.batch_size, gen, schedule.num_steps, scaling),
                                      steps=args.steps, lr=LR, generator=_device.make_generator(args.seed),
@@ -131,9 +138,10 @@ def main(argv: list[str] | None = None) -> dict | None:
             seconds = time.perf_counter() - start
             train_s += seconds
             where = folder / "variants" / name
-            lora.save_lora(unet, where)
+            lora.save_lora(unet, where, text_encoder if with_text else None)
             histories[name] = history
-            runs[name] = dict(rank=rank, prior_preservation=with_prior, lora_parameters=lora.lora_parameters(unet),
+            runs[name] = dict(rank=rank, prior_preservation=with_prior, text_encoder_lora=with_text,
+                              lora_parameters=lora.lora_parameters(unet) + lora.lora_parameters(text_encoder),
                               adapter_bytes=lora.adapter_bytes(where), train_s=round(seconds, 1),
                               first_loss=round(history[0], 5), final_loss=round(sum(history[-50:]) / len(
                                   history[-50:]), 5))
@@ -157,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             data=dict(kind="lora.star_pictures (stars, inner radius 0.4) + the base model's own pictures of the 24 "
                            "plain prompts (prior preservation)", n_pictures=args.n_pictures,
                       prior_pictures=len(prior_prompts), train_seed=args.seed, base=str(args.base)),
-            models=dict(target_modules=lora.TARGET_MODULES, lora_alpha="= rank", shipped=SHIPPED,
+            models=dict(target_modules=lora.TARGET_MODULES, text_target_modules=lora.TEXT_TARGET_MODULES,
+                        lora_alpha="= rank", shipped=SHIPPED,
                         full_unet_bytes=unet_bytes),
             runs=runs, prior_weight=PRIOR_WEIGHT)
         record["steps_per_s"] = round(args.steps * len(RUNS) / train_s, 2)

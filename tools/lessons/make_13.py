@@ -46,7 +46,7 @@ folder = ROOT / "shapes-lora-star"
 record = json.loads((folder / "measurements.json").read_text())
 recipe = json.loads((folder / "recipe.json").read_text())
 print("the shipped measurements were made on these adapters:", record_matches_model(record, folder))
-print(f"trained by: {recipe['command']} (4 adapters of {recipe['steps']} steps each, "
+print(f"trained by: {recipe['command']} ({len(recipe['runs'])} adapters of {recipe['steps']} steps each, "
       f"{recipe['total_time_s'] / 60:.1f} min in all on {recipe['hardware']})")
 steps, scale = 25, 7.5
 g = lambda seed=0: torch.Generator().manual_seed(seed)  # noqa: E731"""),
@@ -81,6 +81,10 @@ $$W x \\;\\to\\; W x + \\frac{\\alpha}{r} B A x, \\qquad A: r \\times k, \\quad 
 so training starts from the base model (as ControlNet's zero convolutions do) and the change has at most rank $r$:
 $r(d + k)$ numbers instead of $dk$. The book's recipe puts it (through peft's `target_modules`) on the U-Net's attention projections (`to_q`, `to_k`, `to_v`,
 `to_out.0`): the cross-attention's `to_k` and `to_v` read the text, so that is where "`[UNK]` means star" can live.
+It puts a second one, of the same rank, on the text encoder's attention projections (`q_proj`, `k_proj`, `v_proj`,
+`out_proj`), as diffusers' DreamBooth-LoRA script does with `--train_text_encoder`: the frozen encoder turns the
+never-trained `[UNK]` into whatever its random embedding gives, and this adapter lets the encoder give it a vector
+of its own. Whether that matters is measured below, with a U-Net-only adapter as the control.
 The check, on one projection:"""),
     code("""layer = torch.nn.Linear(64, 64)
 wrapped = torch.nn.Sequential(layer)
@@ -123,8 +127,10 @@ makes the same check for letters).
 ## 4. The adapter, trained and loaded as the community does
 
 The recipe (`python -m diffusion_lessons.train shapes-lora-star`) renders the 20 training stars (every color and
-background), adds a rank-4 LoRA with `unet.add_adapter(LoraConfig(...))`, trains only A and B, and saves them with
-`StableDiffusionPipeline.save_lora_weights`. Using it is one line, `pipe.load_lora_weights(folder)`."""),
+background), adds a rank-16 LoRA to the U-Net with `unet.add_adapter(LoraConfig(...))` (`lora.add_lora`) and one to
+the text encoder with peft's `inject_adapter_in_model` (`lora.add_text_lora`), trains only their A and B, and saves
+both into one file with `StableDiffusionPipeline.save_lora_weights`. Using it is one line,
+`pipe.load_lora_weights(folder)`, which puts each part back where it belongs."""),
     code("""training = lora.star_pictures(recipe["data"]["n_pictures"], seed=recipe["data"]["train_seed"])
 show_images(training["images"], ncols=10, size=1.0, suptitle=f"the {len(training['images'])} training pictures")"""),
     code("""lora.load_adapter(pipe, folder)          # pipe.load_lora_weights(folder), checked
@@ -140,8 +146,9 @@ show_images(list(stars) + list(old), ncols=8, size=1.4,
                     for p, r in zip(data.shape_prompts()[::4], reads[len(stars):])])"""),
     md("""## 5. What it buys and what it costs, measured
 
-The recipe trained four adapters with the same steps and seed (rank 1, 4 and 16 with prior preservation, rank 4
-without) and measured each loaded into a fresh pipeline: the 8 star prompts (6 pictures each) read as a star and in
+The recipe trained five adapters with the same steps and seed (rank 1, 4 and 16 with prior preservation, rank 16
+without, all on the U-Net and the text encoder; and rank 16 with prior preservation on the U-Net alone, the
+control) and measured each loaded into a fresh pipeline: the 8 star prompts (6 pictures each) read as a star and in
 the asked color, and the 24 old prompts (3 each) still read right (background, color and shape; a star drawn for
 "circle" counts as wrong). DreamBooth's **prior preservation** trains, alongside the stars, on the base model's own
 pictures of the old prompts, so the adapter is told what *not* to change."""),
@@ -150,7 +157,8 @@ unet_bytes = record["full_unet_bytes"]
 print(f"{'adapter':<24}{'size':>10}{'star read':>20}{'star color':>20}{'old prompts right':>20}")
 for name, row in record["runs"].items():
     size = f"{row['adapter_bytes'] / 1024:.0f} KB" if "adapter_bytes" in row else "-"
-    label = name if name.startswith("base") else f"rank {row['rank']}" + ("" if row["prior_preservation"] else ", no prior")
+    label = name if name.startswith("base") else (f"rank {row['rank']}" + ("" if row["prior_preservation"] else ", no prior")
+                                                  + ("" if row["text_encoder_lora"] else ", U-Net only"))
     print(f"{label:<24}{size:>10}{fmt(row['star_read']):>20}{fmt(row['star_color_right']):>20}"
           f"{fmt(row['base_prompts_right']):>20}")
 shipped = record["runs"][recipe["models"]["shipped"]]
@@ -176,7 +184,7 @@ show_images(list(moon) + list(moon_base), ncols=4, size=1.6,
    128 x 64 projection have, and a rank-16 one on 128 x 128? Check against `lora.lora_parameters` on a fresh `add_lora`.
 2. Why does $B = 0$ at the start matter, and what would go wrong with $A = 0$ and $B$ random instead?
 3. The adapter binds the star to `[UNK]`. Write down what a textual-inversion version would change: which weights
-   train, what is saved, and what "a red moon" would draw afterwards.
+   train, what is saved, and what "a red moon" would draw afterwards. Which row of the table is closest to it?
 4. Prior preservation trains on the base model's own pictures. Why the model's own pictures rather than fresh
    renders of circles, squares and triangles from the data generator? (Think about what "no change" means.)
 5. The decoder set the star's size (section 3). What would you fine-tune, and with what data, to teach the book's
