@@ -4,13 +4,15 @@ Stable Diffusion's inpainting recipe at the book's size: the shipped shapes-t2i 
 channels (inpainting.inpaint_unet: the noisy latents, the mask at latent size and the masked picture's latents;
 the 5 new input weights start at zero, so training starts from the base model), fine-tuned with the text
 encoder and VAE frozen, on captioned shapes with random masks (white = 1 = repaint):
-  - 30% the shape's box (1-3 px margin, whole latent cells): the model learns to paint what the caption asks
+  - 25% the shape's box (1-3 px margin, whole latent cells): the model learns to paint what the caption asks
     into a hole;
-  - 45% everything but the shape's box; half of these show the model the shape on the *other* background in
+  - 50% everything but the shape's box; 80% of these show the model the shape on the *other* background in
     the known box, with the caption's background the target: the model learns to repaint every background
-    pixel the caption contradicts, also those left inside the box;
+    pixel the caption contradicts, also those left inside the box, and to keep the shape's outline there;
   - 10% a random rectangle of latent cells; 15% the whole picture (plain text to image).
-loss = MSE(eps_theta([z_t, m, z_masked], t, text(caption)), eps), captions dropped to "" 15% of the time (for
+loss = MSE(eps_theta([z_t, m, z_masked], t, text(caption)), eps) per picture, weighted by
+training.high_noise_weights (max(1, min(1 / SNR, 20)), normalised to mean 1 over the batch: the steps that
+place the outline count as much as the x0 error there says), captions dropped to "" 15% of the time (for
 guidance), EMA of the weights. Saves a StableDiffusionInpaintPipeline folder to OUT/ whose vae/, text_encoder/
 and tokenizer/ are links to the base folder's (shared, not copied; --copy-shared copies them), with
 recipe.json, measurements.json (inpainting.measure_edits on the two edits, for this model and for the base
@@ -30,7 +32,7 @@ import torch
 from .. import data, device as _device, inpainting, latents, t2i, text
 from ..pretrained import ROOT
 from ..schedules import make_schedule
-from ..training import EMA, TrainingInterrupted, train_loop
+from ..training import EMA, TrainingInterrupted, high_noise_weights, train_loop
 from . import common, shapes_t2i
 
 NAME = "shapes-inpaint"
@@ -41,8 +43,9 @@ SETTINGS = {
 BASE = ROOT / "shapes-t2i"
 LR, WARMUP, EMA_DECAY = 1e-3, 50, 0.995
 LOOP = dict(weight_decay=0.0, warmup=WARMUP, max_grad_norm=1.0)
-MASK_ODDS = {"box": 0.3, "outside": 0.45, "rectangle": 0.1, "everything": 0.15}
-SWAP_SHARE = 0.5       # of the 'outside' masks: the known box shows the shape on the other background
+MASK_ODDS = {"box": 0.25, "outside": 0.5, "rectangle": 0.1, "everything": 0.15}
+SWAP_SHARE = 0.8       # of the 'outside' masks: the known box shows the shape on the other background
+HIGH_NOISE_CAP = 20.0  # training.high_noise_weights' cap
 CAPTION_DROPOUT = shapes_t2i.CAPTION_DROPOUT
 STEPS, GUIDANCE = 25, 7.5
 SHARED = ("vae", "text_encoder", "tokenizer")
@@ -113,14 +116,16 @@ def sample_batch(store: dict, vae, batch_size: int, generator: torch.Generator, 
 
 
 def loss_fn(unet, text_encoder, schedule, batch: dict) -> torch.Tensor:
-    """MSE between the noise and the 9-channel U-Net's prediction from [z_t, mask, masked latents] and text."""
+    """MSE between the noise and the 9-channel U-Net's prediction from [z_t, mask, masked latents] and text, each
+    picture's weighted by training.high_noise_weights (the weights normalised to mean 1)."""
     dev = batch["z0"].device
     t, eps = batch["t"].to(dev), batch["eps"].to(dev)
     z_t = schedule.add_noise(batch["z0"], eps, t)
     with torch.no_grad():
         emb = text_encoder(batch["ids"])[0]
     pred = unet(torch.cat([z_t, batch["mask"], batch["z_known"]], dim=1), t, encoder_hidden_states=emb).sample
-    return torch.nn.functional.mse_loss(pred, eps)
+    weights = high_noise_weights(schedule, t, HIGH_NOISE_CAP).to(dev)
+    return (((pred - eps) ** 2).mean(dim=(1, 2, 3)) * weights).sum() / weights.sum()
 
 
 def save(base, unet, base_folder: Path, folder: Path, copy_shared: bool) -> None:
@@ -186,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             data=dict(kind="captioned shapes (data.make_shapes, caption_style='mixed') with random masks",
                       n_train=args.n_train, train_seed=args.seed, image_size=32, mask_odds=MASK_ODDS,
                       swap_share_of_outside=SWAP_SHARE, base=str(args.base)),
+            loss_weights=f"training.high_noise_weights, cap {HIGH_NOISE_CAP:g}, normalised to mean 1 per batch",
             models=dict(unet=dict(in_channels=9, parameters=sum(p.numel() for p in pipe.unet.parameters()),
                                   start="shapes-t2i's U-Net, conv_in widened with zero weights"),
                         shared=("copied" if args.copy_shared else "linked") + " from the base: " + ", ".join(SHARED)),

@@ -250,7 +250,10 @@ latent size (1), and the latents of the masked picture (4, the picture with the 
 fine-tuned from the text-to-image model with random masks; the weights of the 5 new input channels start at zero, so
 at the first step it predicts exactly what the base model predicts, and training only has to learn to *use* what it
 now sees. The book's recipe (`python -m diffusion_lessons.train shapes-inpaint`) does this to the shipped U-Net; the
-check below is the starting point."""),
+check below is the starting point. One change from the plain noise loss: each picture's loss is weighted by
+$\max(1, \min(1/\mathrm{SNR}_t, 20))$ (`training.high_noise_weights`). At high noise the noise-prediction loss
+barely notices a shape drawn in the wrong place, since the error in $x_0$ is divided by $1/\mathrm{SNR}_t$ there; the
+weight gives those steps, where the outline is placed, the weight the $x_0$ error would have."""),
     code("""wide = inpainting.inpaint_unet(pipe.unet)
 print(f"conv_in: {tuple(pipe.unet.conv_in.weight.shape)} -> {tuple(wide.conv_in.weight.shape)}; "
       f"the new channels' largest weight: {wide.conv_in.weight.detach()[:, 4:].abs().max():.1f}")
@@ -264,7 +267,8 @@ print(f"before fine-tuning, 9-channel vs base prediction: max |difference| {(bas
 inpaint_pipe = inpainting.load_inpaint_pipeline(inpaint_folder, device)   # StableDiffusionInpaintPipeline.from_pretrained
 print(f"the shipped inpainting pipeline: {type(inpaint_pipe).__name__}, U-Net with "
       f"{inpaint_pipe.unet.config.in_channels} input channels; vae/, text_encoder/, tokenizer/ shared with shapes-t2i")
-print(f"training masks: {recipe['data']['mask_odds']} (half the 'outside' masks show the shape on the other background)")"""),
+print(f"training masks: {recipe['data']['mask_odds']} ({recipe['data']['swap_share_of_outside']:.0%} of the 'outside' "
+      f"masks show the shape on the other background); loss weights: {recipe['loss_weights']}")"""),
     md("""## 6. The two ways, measured side by side
 
 Two edits, each on the same pictures for both ways (the shipped record, made by the recipe on 96 pictures per edit):
@@ -311,7 +315,7 @@ show_images(rows, titles=titles, ncols=6, size=1.35)"""),
    formula does when the predicted noise is multiplied by 7.5.
 4. The blending trick keeps the known region exactly, yet it failed the background edit. Look at the pictures: what
    did it draw, and why can a model that never sees the mask not do better?
-5. The recipe shows the inpainting U-Net, half of the time, the shape on the *other* background in the known box.
+5. The recipe shows the inpainting U-Net, most of the time, the shape on the *other* background in the known box.
    What would the background edit look like without that, and why?
 """),
 ]
