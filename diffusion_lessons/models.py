@@ -221,7 +221,9 @@ SCENES_UNET_CONFIG = dict(
 )
 
 
-def build_scenes_unet(seed: int | None = 0) -> "UNet2DConditionModel":  # noqa: F821
+def build_scenes_unet(seed: int | None = 0, cross_attention_dim: int = 64) -> "UNet2DConditionModel":  # noqa: F821
     """The lesson-15 UNet2DConditionModel (about 4.1 M parameters): 4x16x16 latents, cross-attention to the
-    words at 8x8, 4x4 and in the middle block, 64-wide text embeddings."""
-    return _seeded("UNet2DConditionModel", SCENES_UNET_CONFIG, seed)
+    words at 8x8, 4x4 and in the middle block, text embeddings cross_attention_dim wide (the text encoder's
+    width; only the cross-attention's to_k and to_v change with it)."""
+    cross_attention_dim = _checks.integer(cross_attention_dim, "cross_attention_dim", 1)
+    return _seeded("UNet2DConditionModel", dict(SCENES_UNET_CONFIG, cross_attention_dim=cross_attention_dim), seed)

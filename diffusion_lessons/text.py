@@ -76,23 +76,27 @@ def save_tokenizer(tokenizer, folder: str | Path) -> None:
 ENCODERS = ("causal", "bidirectional")
 
 
-def build_text_encoder(tokenizer, seed: int | None = 0, kind: str = "causal"):
-    """A small text encoder for `tokenizer` (hidden 64, 2 layers, 4 heads, feed-forward 256, about 0.1 M
-    parameters). kind="causal": a transformers CLIPTextModel, each word sees only the words before it (CLIP's
-    causal mask, learned absolute positions); kind="bidirectional": a T5EncoderModel of the same width, depth
-    and heads, each word sees the whole caption (T5's relative position biases), the encoder family SD3 and
-    FLUX added."""
+def build_text_encoder(tokenizer, seed: int | None = 0, kind: str = "causal", width: int = 64):
+    """A small text encoder for `tokenizer` (hidden `width` = 64, 2 layers, 4 heads, feed-forward 4 x width,
+    about 0.1 M parameters at width 64). kind="causal": a transformers CLIPTextModel, each word sees only the
+    words before it (CLIP's causal mask, learned absolute positions); kind="bidirectional": a T5EncoderModel of
+    the same width, depth and heads, each word sees the whole caption (T5's relative position biases), the
+    encoder family SD3 and FLUX added. width (a multiple of 4): lesson 15's encoder-size experiment."""
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     _check_tokenizer(tokenizer)
     seed = _checks.optional_seed(seed)
     kind = _checks.choice(kind, "kind", ENCODERS)
+    width = _checks.integer(width, "width", 4)
+    if width % 4:
+        raise ValueError(f"width must be a multiple of 4 (the 4 attention heads), got {width}")
+    sized = dict(TEXT_ENCODER_CONFIG, hidden_size=width, intermediate_size=4 * width, projection_dim=width)
     if kind == "causal":
         config = CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                **{**TEXT_ENCODER_CONFIG, "max_position_embeddings": tokenizer.model_max_length})
+                                **{**sized, "max_position_embeddings": tokenizer.model_max_length})
     else:
-        c = TEXT_ENCODER_CONFIG
+        c = sized
         config = T5Config(vocab_size=len(tokenizer), d_model=c["hidden_size"], d_ff=c["intermediate_size"],
                           num_layers=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
                           d_kv=c["hidden_size"] // c["num_attention_heads"], dropout_rate=0.0,

@@ -272,7 +272,7 @@ def test_part_three_recipes_tiny_runs_write_loadable_models(tmp_path):
     out = tmp_path / "lora"
     record = shapes_lora_star.main([*TINY, "--batch-size", "4", "--n-pictures", "4", "--out", str(out)])
     assert set(record["runs"]) == set(shapes_lora_star.RUNS)
-    assert (out / lora.WEIGHTS_NAME).is_file() and (out / "variants" / "r16" / lora.WEIGHTS_NAME).is_file()
+    assert (out / lora.WEIGHTS_NAME).is_file() and (out / "variants" / "r4" / lora.WEIGHTS_NAME).is_file()
     base = t2i.load_pipeline(ROOT / "shapes-t2i")
     lora.load_adapter(base, out)
     assert lora.lora_parameters(base.text_encoder) > 0 and record["runs"][shapes_lora_star.SHIPPED]["text_encoder_lora"]

@@ -157,10 +157,11 @@ def model_in(folder: Path) -> str | None:
     return "shapes-t2i" if (folder / "model_index.json").is_file() else None
 
 
-def command(name: str, args: argparse.Namespace, settings: dict[str, dict[str, int]]) -> str:
-    """The command that repeats the run (without --out)."""
-    options = " ".join(f"--{key.replace('_', '-')} {getattr(args, key)}" for key in settings["quick"])
-    return f"python -m diffusion_lessons.train {name} --profile {args.profile} --seed {args.seed} {options}"
+def command(name: str, args: argparse.Namespace, settings: dict[str, dict[str, int]], options: str = "") -> str:
+    """The command that repeats the run (without --out); `options`: the recipe's own flags (e.g. --encoder causal)."""
+    sized = " ".join(f"--{key.replace('_', '-')} {getattr(args, key)}" for key in settings["quick"])
+    return (f"python -m diffusion_lessons.train {name} {options + ' ' if options else ''}--profile {args.profile} "
+            f"--seed {args.seed} {sized}")
 
 
 def hardware(device: torch.device) -> str:
@@ -195,14 +196,15 @@ def synchronize(device: torch.device) -> None:
 
 def run_record(name: str, args: argparse.Namespace, settings: dict, *, data: dict, batch_size: int, lr: float,
                loop: dict, losses: list[float], train_s: float, device: torch.device, quality: dict | None,
-               eval_s: float | None, started: float, **details) -> dict:
+               eval_s: float | None, started: float, options: str = "", **details) -> dict:
     """The recipe record: what ran (model, command, data, seed, steps, batch, loop settings, the recipe's
     details), how long (wall_time_s: training in this process, which after --resume covers only the steps
     after resumed_from_step, and steps_per_s over those; eval_time_s; total_time_s since `started`), on what
     (hardware, device, platform, versions), how far (first and final loss) and how well (quality, None
-    with --skip-eval). Older names that the shipped records and the lessons read are repeated at the end."""
+    with --skip-eval); `options`: the recipe's own flags, written into the command. Older names that the shipped
+    records and the lessons read are repeated at the end."""
     tail = losses[-min(RECORD_WINDOW, len(losses)):]
-    cmd = command(name, args, settings)
+    cmd = command(name, args, settings, options)
     total_s = time.perf_counter() - started
     record = dict(
         model=name, command=cmd, data=data, seed=args.seed, profile=args.profile, steps=args.steps,

@@ -5,7 +5,7 @@ python -m diffusion_lessons.train scenes-vae
     The shipped shapes-t2i VAE (lesson 06's AutoencoderKL, fully convolutional) fine-tuned on 64 x 64 scenes
     (scenes.make_scenes), so the latents are 4x16x16; writes OUT/vae/ and OUT/recipe-vae.json, measured by
     reading its reconstructions of held-out scenes with the scenes reader.
-python -m diffusion_lessons.train scenes-t2i [--encoder bidirectional|causal] [--vae FOLDER]
+python -m diffusion_lessons.train scenes-t2i [--encoder bidirectional|causal] [--encoder-width W] [--vae FOLDER]
     The scenes tokenizer (word level, scenes.caption_words), a fresh text encoder of that kind
     (text.build_text_encoder: a causal CLIPTextModel or a bidirectional T5EncoderModel of the same width, depth
     and heads) and models.build_scenes_unet trained jointly as shapes-t2i trains (the same loss, caption
@@ -14,6 +14,8 @@ python -m diffusion_lessons.train scenes-t2i [--encoder bidirectional|causal] [-
     relations, counting and single shapes at 25 steps; the guidance sweep; the reworded captions). --vae: the
     scenes-vae run's folder or a trained scenes model's (default: the newest ./runs/scenes-vae-*); when it is a
     sibling of --out, OUT/vae is a relative link to its vae/ (the shipped causal model shares scenes-t2i's).
+    --encoder-width (default 64): the text encoder's width (feed-forward 4 x width, the U-Net's
+    cross_attention_dim with it), everything else the same: the encoder-size experiment (scenes-t2i-w256).
 """
 
 from __future__ import annotations
@@ -154,9 +156,11 @@ def quality(found: dict) -> dict:
                    for m in ("right", "swapped") if m in found["main"][kind]} for kind in scenes.KINDS}
 
 
-def model_name(encoder: str) -> str:
-    """The shipped folder's name for a scenes model: scenes-t2i (bidirectional) or scenes-t2i-causal."""
-    return "scenes-t2i" if encoder == "bidirectional" else f"scenes-t2i-{encoder}"
+def model_name(encoder: str, width: int = 64) -> str:
+    """The shipped folder's name for a scenes model: scenes-t2i (bidirectional), scenes-t2i-causal, and a
+    -w<width> suffix for another encoder width (scenes-t2i-w256)."""
+    return ("scenes-t2i" if encoder == "bidirectional" else f"scenes-t2i-{encoder}") + (
+        "" if width == text.TEXT_ENCODER_CONFIG["hidden_size"] else f"-w{width}")
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -166,23 +170,28 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = common.make_parser(name, __doc__, SETTINGS)
     parser.add_argument("--encoder", choices=text.ENCODERS, default="bidirectional",
                         help="the text encoder: bidirectional (T5EncoderModel, default) or causal (CLIPTextModel)")
+    parser.add_argument("--encoder-width", type=int, default=text.TEXT_ENCODER_CONFIG["hidden_size"],
+                        help="the text encoder's width, a multiple of 4 (default 64; the size experiment: 256)")
     parser.add_argument("--vae", type=Path, default=None,
                         help="the scenes-vae run's folder (holds vae/); default: the newest ./runs/scenes-vae-*")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="re-measure the model saved in --out (no training): measurements.json and the "
                              "record's quality are rewritten")
     args = common.parse(parser, argv, name, SETTINGS, out_needed_by="evaluate_only", outputs=OUTPUTS)
+    if args.encoder_width < 4 or args.encoder_width % 4:
+        parser.error(f"--encoder-width must be a positive multiple of 4, got {args.encoder_width}")
     if args.evaluate_only:
         return evaluate_only(args, name)
-    dev, accelerator, generator = shapes_t2i.start(args, name, f", {args.encoder} text encoder")
+    dev, accelerator, generator = shapes_t2i.start(args, name, f", {args.encoder} text encoder, width "
+                                                                 f"{args.encoder_width}")
     from diffusers import AutoencoderKL
 
     folder_vae = signs_recipe.vae_folder(args, "scenes-vae")
     vae = AutoencoderKL.from_pretrained(folder_vae / "vae", use_safetensors=True, local_files_only=True)
     tokenizer = text.build_tokenizer(scenes.caption_words())
     trained = torch.nn.ModuleDict(dict(
-        text_encoder=text.build_text_encoder(tokenizer, seed=args.seed, kind=args.encoder),
-        unet=models.build_scenes_unet(seed=args.seed)))
+        text_encoder=text.build_text_encoder(tokenizer, seed=args.seed, kind=args.encoder, width=args.encoder_width),
+        unet=models.build_scenes_unet(seed=args.seed, cross_attention_dim=args.encoder_width)))
     parts = dict(vae=vae.to(dev).eval().requires_grad_(False), vae_folder=folder_vae, tokenizer=tokenizer,
                  trained=trained.to(dev), schedule=make_schedule(shapes_t2i.NOISE_SCHEDULE))
     data = scenes.make_scenes(args.n_train, generator=_device.make_generator(args.seed))
@@ -207,10 +216,14 @@ def main(argv: list[str] | None = None) -> dict | None:
             data=dict(kind="scenes (diffusion_lessons.scenes.make_scenes), the four caption kinds equally often",
                       n_train=args.n_train, train_seed=args.seed, image_size=scenes.SIZE,
                       latents="4x16x16, scaled VAE samples"),
-            encoder=args.encoder,
-            models=dict(unet=dict(config=models.SCENES_UNET_CONFIG, parameters=models.count_parameters(pipe.unet)),
+            options=f"--encoder {args.encoder} --encoder-width {args.encoder_width}",
+            encoder=args.encoder, encoder_width=args.encoder_width,
+            models=dict(unet=dict(config=dict(models.SCENES_UNET_CONFIG, cross_attention_dim=args.encoder_width),
+                                  parameters=models.count_parameters(pipe.unet)),
                         text_encoder=dict(kind=args.encoder, cls=type(pipe.text_encoder).__name__,
-                                          config=text.TEXT_ENCODER_CONFIG,
+                                          config=dict(text.TEXT_ENCODER_CONFIG, hidden_size=args.encoder_width,
+                                                      intermediate_size=4 * args.encoder_width,
+                                                      projection_dim=args.encoder_width),
                                           parameters=models.count_parameters(pipe.text_encoder)),
                         tokenizer=dict(kind="word level", vocab_size=len(tokenizer),
                                        max_length=tokenizer.model_max_length),
@@ -218,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             caption_dropout=shapes_t2i.CAPTION_DROPOUT)
         common.write_record(record, folder / "recipe.json")
         if found is not None:
-            common.write_measurements(folder, model_name(args.encoder), record, found, eval_s, show=())
+            common.write_measurements(folder, model_name(args.encoder, args.encoder_width), record, found, eval_s,
+                                      show=())
             print(json.dumps(record["quality"], indent=1))
         return record
 
@@ -227,4 +241,4 @@ def evaluate_only(args, name: str) -> dict:
     """--evaluate-only: measure the pipeline saved in --out again and rewrite its records."""
     return common.evaluate_pipeline(args, name, lambda pipe, seed: measure(pipe, seed, args.prompts_per_kind),
                                     quality, f"--prompts-per-kind {args.prompts_per_kind}",
-                                    model=lambda record: model_name(record["encoder"]))
+                                    model=lambda record: model_name(record["encoder"], record.get("encoder_width", 64)))
