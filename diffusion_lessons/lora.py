@@ -2,8 +2,9 @@
 
 LoRA (Hu et al. 2021): keep every weight W and learn a low-rank change, W + (alpha / r) B A with A (r x k), B
 (d x r), B starting at zero (so training starts from the base model). peft puts it on the U-Net's attention
-projections (to_q, to_k, to_v, to_out.0); diffusers saves only A and B (save_lora_weights) and loads them into
-a pipeline (load_lora_weights).
+projections (to_q, to_k, to_v, to_out.0) and, with add_text_lora, on the text encoder's (q_proj, k_proj, v_proj,
+out_proj): without the text encoder's, the U-Net alone never learned the star (lesson 13's control). diffusers
+saves only A and B, both parts in one file (save_lora_weights), and loads them into a pipeline (load_lora_weights).
 
 The new shape is a five-pointed star (inner radius 0.4 of the outer), upright. The word "star" is not in the
 word-level tokenizer's vocabulary, so it becomes [UNK], a token the base model never saw in training. DreamBooth
@@ -29,7 +30,8 @@ from .evaluation import _foreground, _harden, _nearest, _shape_errors, _template
 from .stats import proportion
 
 __all__ = ["STAR", "INNER", "TARGET_MODULES", "TEXT_TARGET_MODULES", "star_coverage", "render_stars", "star_caption",
-           "star_pictures", "read_with_star", "add_lora", "add_text_lora", "lora_parameters", "save_lora", "adapter_bytes", "load_adapter",
+           "star_pictures", "read_with_star", "add_lora", "add_text_lora", "lora_parameters", "save_lora",
+           "adapter_bytes", "load_adapter",
            "measure_adapter"]
 
 STAR = "star"

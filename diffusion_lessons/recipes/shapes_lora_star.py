@@ -3,9 +3,9 @@
 Teaches the shipped shapes-t2i model a five-pointed star from 20 pictures (lora.star_pictures: every color and
 background, outer radius 0.38-0.44 of the side: lora.STAR_SIZE) with a peft LoRA on the U-Net's attention
 projections (lora.add_lora) and one of the same rank on the text encoder's (lora.add_text_lora, DreamBooth-LoRA's
---train_text_encoder), everything else frozen. The caption is "a <color> star on a <background> background"; "star" is not in the tokenizer's
-vocabulary and becomes [UNK], DreamBooth's rare identifier (lora's docstring). DreamBooth's prior preservation:
-each batch also holds the base model's own pictures of the 24 plain prompts (generated here first, 25 steps,
+--train_text_encoder), everything else frozen. The caption is "a <color> star on a <background> background";
+"star" is not in the tokenizer's vocabulary and becomes [UNK], DreamBooth's rare identifier (lora's docstring).
+DreamBooth's prior preservation: each batch also holds the base model's own pictures of the 24 plain prompts (generated here first, 25 steps,
 guidance 7.5), loss = MSE(star half) + PRIOR_WEIGHT * MSE(prior half).
 
 Five runs, the same steps and seed: rank 1, 4 and 16 with prior preservation, rank 16 without, and rank 16 with
