@@ -35,11 +35,11 @@ from . import common, shapes_t2i
 
 NAME = "shapes-lora-star"
 SETTINGS = {
-    "quick": dict(steps=1000, batch_size=32, n_pictures=20, per_prompt=6),
+    "quick": dict(steps=1500, batch_size=32, n_pictures=20, per_prompt=6),
     "full": dict(steps=1500, batch_size=64, n_pictures=20, per_prompt=12),
 }
 BASE = ROOT / "shapes-t2i"
-LR, WARMUP = 5e-3, 25
+LR, WARMUP = 1e-2, 25
 LOOP = dict(weight_decay=0.0, warmup=WARMUP, max_grad_norm=1.0)
 PRIOR_WEIGHT = 1.0
 PRIOR_PER_PROMPT = 4          # base-model pictures per plain prompt (96 prior pictures)
