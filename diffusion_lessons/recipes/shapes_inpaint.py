@@ -22,6 +22,7 @@ model's blending trick, side by side) and manifest.json. OUT: --out, default ./r
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import time
@@ -32,7 +33,7 @@ import torch
 from .. import data, device as _device, inpainting, latents, t2i, text
 from ..pretrained import ROOT
 from ..schedules import make_schedule
-from ..training import EMA, TrainingInterrupted, high_noise_weights, train_loop
+from ..training import EMA, TrainingInterrupted, high_noise_weights, train_loop, training_device
 from . import common, shapes_t2i
 
 NAME = "shapes-inpaint"
@@ -59,7 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"the text-to-image pipeline folder to start from (default {BASE})")
     parser.add_argument("--copy-shared", action="store_true",
                         help="copy vae/, text_encoder/ and tokenizer/ instead of linking to the base folder's")
-    return common.parse(parser, argv, NAME, SETTINGS, outputs=OUTPUTS)
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="re-measure the model saved in --out (no training): measurements.json and the record's "
+                             "quality are rewritten")
+    return common.parse(parser, argv, NAME, SETTINGS, out_needed_by="evaluate_only", outputs=OUTPUTS)
 
 
 def training_store(n: int, seed: int, vae, tokenizer, dev: torch.device) -> dict:
@@ -155,10 +159,33 @@ def measure(pipe, base, per_task: int, seed: int) -> dict:
                                                              GUIDANCE, seed)["measures"])
 
 
+def evaluate_only(args: argparse.Namespace) -> dict:
+    """--evaluate-only: measure the pipeline saved in --out again (with its recorded base for the blending
+    trick) and rewrite its records, saying when, where and by which command."""
+    path = args.out / "recipe.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
+    record = json.loads(path.read_text())
+    dev = training_device()
+    print(f"{NAME} recipe: re-measuring {args.out} on {dev}")
+    start = time.perf_counter()
+    found = measure(load(args.out, dev), t2i.load_pipeline(args.base, dev), args.per_task, record["seed"])
+    eval_s = time.perf_counter() - start
+    record["quality"], record["eval_time_s"] = found["inpainting_unet"], round(eval_s, 1)
+    record["evaluated"] = dict(hardware=common.hardware(dev),
+                               command=f"python -m diffusion_lessons.train {NAME} --evaluate-only --per-task "
+                                       f"{args.per_task} --out {args.out.name}")
+    common.write_record(record, path, show=())
+    common.write_measurements(args.out, NAME, record, found, eval_s, show=("inpainting_unet", "blending_base_model"))
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     """Fine-tune the 9-channel U-Net; on the main process save, measure and write the records into --out."""
     started = time.perf_counter()
     args = parse_args(argv)
+    if args.evaluate_only:
+        return evaluate_only(args)
     dev, accelerator, generator = shapes_t2i.start(args, NAME)
     base = t2i.load_pipeline(args.base, dev)
     vae, text_encoder = base.vae.eval().requires_grad_(False), base.text_encoder.eval().requires_grad_(False)

@@ -285,7 +285,8 @@ Two edits, each on the same pictures for both ways (the shipped record, made by 
 ways = {"blending (base U-Net)": record["blending_base_model"], "inpainting U-Net (9 channels)": record["inpainting_unet"]}
 n = record["inpainting_unet"]["settings"]["n"]
 print(f"n = {n} pictures per edit, {record['inpainting_unet']['settings']['num_inference_steps']} steps, guidance "
-      f"{record['inpainting_unet']['settings']['guidance_scale']}; shares with Wilson 95% intervals")
+      f"{record['inpainting_unet']['settings']['guidance_scale']}; shares with Wilson 95% intervals, the mean IoU "
+      f"with a bootstrap 95% interval")
 for task, keys in (("replace", ("asked_color", "asked_shape", "outside_kept", "mean_outside_change", "mean_seam")),
                    ("background", ("new_background", "shape_kept", "mean_iou", "mean_seam"))):
     print(f"\\n{task}:")
