@@ -223,16 +223,27 @@ def generate(pipe, prompt: str | list[str], num_inference_steps: int = DEFAULT_S
 
 @torch.no_grad()
 def pipeline_images(pipe, prompts: list[str], generator: torch.Generator | None = None,
-                    num_images_per_prompt: int = 1, **kwargs) -> torch.Tensor:
+                    num_images_per_prompt: int = 1, pooled: bool = False, **kwargs) -> torch.Tensor:
     """pipe(prompts, ...) as a tensor (B, 3, H, W) in [-1, 1], prompt-major (each prompt's images together).
     A string is one prompt. num_inference_steps, guidance_scale and guidance_rescale among kwargs are checked
-    as generate's are; generator may also be a list of them, one per image, as diffusers takes."""
+    as generate's are; generator may also be a list of them, one per image, as diffusers takes.
+    pooled=True, for a model trained on pooled captions (scenes-t2i-pooled): the pipeline is handed
+    prompt_embeds = text.encode_pooled(prompts) and negative_prompt_embeds = text.encode_pooled("") instead
+    of the prompts (plain diffusers' prompt_embeds route)."""
     one = generator
     if isinstance(generator, list) and generator and all(isinstance(g, torch.Generator) for g in generator):
         one = generator[0]
     prompts = _check_generation(pipe, prompts, kwargs.get("num_inference_steps", DEFAULT_STEPS),
                                 kwargs.get("guidance_scale", DEFAULT_GUIDANCE), one, num_images_per_prompt,
                                 kwargs.get("guidance_rescale", 0.0), name="prompts")
+    if not isinstance(pooled, bool):
+        raise ValueError(f"pooled must be True or False, got {pooled!r}")
+    if pooled:
+        with torch.no_grad():
+            kwargs.update(prompt_embeds=text.encode_pooled(pipe.tokenizer, pipe.text_encoder, prompts),
+                          negative_prompt_embeds=text.encode_pooled(pipe.tokenizer, pipe.text_encoder,
+                                                                    [""] * len(prompts)))
+        prompts = None
     out = pipe(prompts, generator=generator, num_images_per_prompt=num_images_per_prompt,
                output_type="pt", **kwargs)
     return out.images * 2 - 1

@@ -124,6 +124,27 @@ def encode_prompts(tokenizer, text_encoder, prompts: str | list[str]) -> torch.T
     return text_encoder(ids)[0]
 
 
+def pool_embeddings(embeddings: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The pooled vector of each caption as a one-token sequence (B, 1, hidden): the mean of its token states
+    over its real tokens ([BOS], the words, [EOS]; not [PAD]), as Sentence-T5 pools a T5 encoder. A U-Net that
+    cross-attends to it sees one summary of the caption instead of one vector per word (lesson 15)."""
+    embeddings = _checks.tensor(embeddings, "embeddings", floating=True, ndim=3)
+    ids = _checks.tensor(ids, "ids", ndim=2)
+    if ids.shape != embeddings.shape[:2] or ids.is_floating_point():
+        raise ValueError(f"ids must be integer token ids (B, L) matching embeddings (B, L, hidden) = "
+                         f"{tuple(embeddings.shape)}, got {ids.dtype} {tuple(ids.shape)}")
+    real = (ids != PAD_ID).to(embeddings.dtype)[:, :, None]
+    return (embeddings * real).sum(1, keepdim=True) / real.sum(1, keepdim=True).clamp_min(1)
+
+
+def encode_pooled(tokenizer, text_encoder, prompts: str | list[str]) -> torch.Tensor:
+    """pool_embeddings of the prompts' embeddings (B, 1, hidden): what a pooled-conditioned pipeline is handed
+    as prompt_embeds (t2i.pipeline_images(..., pooled=True))."""
+    _checks.module(text_encoder, "text_encoder")
+    ids = tokenize(tokenizer, prompts).to(text_encoder.device)
+    return pool_embeddings(text_encoder(ids)[0], ids)
+
+
 def prompt_problems(tokenizer, prompt: str) -> list[str]:
     """What the model will not see as written: unknown words (-> [UNK]) and words cut off by the length limit."""
     _check_tokenizer(tokenizer)

@@ -363,7 +363,8 @@ BAD_INPUTS: dict[str, list] = {
                                                                                        num_images_per_prompt=0)),
                             case("num_inference_steps", lambda: t2i.pipeline_images(F().pipe, ["red"],
                                                                                      num_inference_steps=0)),
-                            case("guidance_scale", lambda: t2i.pipeline_images(F().pipe, ["red"], guidance_scale=NAN))],
+                            case("guidance_scale", lambda: t2i.pipeline_images(F().pipe, ["red"], guidance_scale=NAN)),
+                            case("pooled", lambda: t2i.pipeline_images(F().pipe, ["red"], pooled="yes"))],
     # text
     "text.build_tokenizer": [case("max_length", lambda: text.build_tokenizer(max_length=0)),
                              case("words", lambda: text.build_tokenizer(words="red circle"))],
@@ -375,6 +376,12 @@ BAD_INPUTS: dict[str, list] = {
     "text.tokenize": [case("prompts", lambda: text.tokenize(F().tokenizer, []))],
     "text.encode_prompts": [case("prompts", lambda: text.encode_prompts(F().tokenizer, F().encoder, 3))],
     "text.prompt_problems": [case("prompt", lambda: text.prompt_problems(F().tokenizer, ["red"]))],
+    "text.pool_embeddings": [case("embeddings", lambda: text.pool_embeddings(torch.zeros(2, 5), torch.zeros(2, 5))),
+                             case("ids", lambda: text.pool_embeddings(torch.zeros(2, 5, 8),
+                                                                      torch.zeros(2, 4, dtype=torch.long))),
+                             case("ids", lambda: text.pool_embeddings(torch.zeros(2, 5, 8), torch.zeros(2, 5)))],
+    "text.encode_pooled": [case("prompts", lambda: text.encode_pooled(F().tokenizer, F().encoder, 3)),
+                           case("text_encoder", lambda: text.encode_pooled(F().tokenizer, "enc", ["red"]))],
     # thresholding
     "thresholding.dynamic_threshold": [case("percentile", lambda: thresholding.dynamic_threshold(F().x, 2.0)),
                                        case("floor", lambda: thresholding.dynamic_threshold(F().x, 0.9, 0.0))],

@@ -257,7 +257,8 @@ def test_digits_gan_vae_tiny_run_saves_both_generators_and_the_history(tmp_path)
 
 def test_part_three_recipes_tiny_runs_write_loadable_models(tmp_path):
     """Two steps of each Part III recipe with --skip-eval: the inpainting pipeline (9 channels, shared parts
-    linked to the base), the ControlNet folder and the LoRA adapters, each loadable as the lessons load them."""
+    linked to the base; then measured by --evaluate-only on 2 + 2 edits), the ControlNet folder and the LoRA
+    adapters, each loadable as the lessons load them."""
     from diffusion_lessons import control, inpainting, lora, t2i
 
     out = tmp_path / "inpaint"
@@ -265,6 +266,11 @@ def test_part_three_recipes_tiny_runs_write_loadable_models(tmp_path):
     assert record["quality"] is None and (out / "vae").is_symlink()
     pipe = inpainting.load_inpaint_pipeline(out)
     assert pipe.unet.config.in_channels == 9 and type(pipe).__name__ == "StableDiffusionInpaintPipeline"
+    again = shapes_inpaint.main(["--evaluate-only", "--per-task", "2", "--out", str(out)])   # measured afterwards
+    found = json.loads((out / "measurements.json").read_text())
+    assert again["quality"] == found["inpainting_unet"] and found["model"] == "shapes-inpaint"
+    assert found["inpainting_unet"]["background"]["mean_iou"]["n"] == 2 and "evaluated" in again
+    assert set(found["blending_base_model"]) == {"replace", "background", "settings"}
     out = tmp_path / "controlnet"
     shapes_controlnet.main([*TINY, "--n-train", "16", "--batch-size", "4", "--out", str(out)])
     cn = control.load_controlnet_pipeline(ROOT / "shapes-t2i", out)
@@ -313,10 +319,11 @@ def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
     assert pipe.tokenizer("a sign that says QZX").input_ids[-2] == pipe.tokenizer.unk_token_id
 
 
-def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
+def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path, monkeypatch):
     """Two steps of scenes-vae from the shapes VAE, then scenes-t2i with each encoder (the causal one on the
     bidirectional one's VAE, a sibling: linked); the causal one measured end to end on 2 prompts per kind, and
-    measured again by --evaluate-only to the same figures; both load with plain diffusers."""
+    measured again by --evaluate-only to the same figures; both load with plain diffusers. A pooled run is
+    drawn the pooled way, by the recipe and by --evaluate-only (read from its record)."""
     from diffusers import StableDiffusionPipeline
 
     from diffusion_lessons import scenes
@@ -332,6 +339,7 @@ def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
     assert json.loads((bi_out / "recipe.json").read_text())["encoder_width"] == 32
     assert scenes_recipe.model_name("bidirectional", 256) == "scenes-t2i-w256"
     assert scenes_recipe.model_name("causal") == "scenes-t2i-causal"
+    assert scenes_recipe.model_name("bidirectional", conditioning="pooled") == "scenes-t2i-pooled"
     record = scenes_recipe.main([*tiny, "--encoder", "causal", "--prompts-per-kind", "2", "--vae", str(bi_out),
                                  "--out", str(causal_out)])
     assert (causal_out / "vae").is_symlink() and (causal_out / "vae").resolve() == (bi_out / "vae").resolve()
@@ -344,6 +352,15 @@ def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
                                                      if k != "each"}
     again = scenes_recipe.main(["--evaluate-only", "--prompts-per-kind", "2", "--out", str(causal_out)])
     assert again["quality"] == record["quality"] and "evaluated" in again
+    pooled_out, drawn = tmp_path / "pooled", []
+    real_draw = scenes_recipe.draw
+    monkeypatch.setattr(scenes_recipe, "draw", lambda *a, **k: drawn.append(k.get("pooled")) or real_draw(*a, **k))
+    record = scenes_recipe.main([*tiny, "--conditioning", "pooled", "--prompts-per-kind", "2", "--vae", str(bi_out),
+                                 "--out", str(pooled_out)])
+    assert record["conditioning"] == "pooled" and "--conditioning pooled" in record["command"]
+    assert json.loads((pooled_out / "measurements.json").read_text())["model"] == "scenes-t2i-pooled"
+    scenes_recipe.main(["--evaluate-only", "--prompts-per-kind", "2", "--out", str(pooled_out)])
+    assert len(drawn) > 2 and all(drawn)
     kinds = {}
     for folder in (bi_out, causal_out):
         pipe = StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True,

@@ -64,6 +64,26 @@ def test_hand_written_loop_equals_the_pipeline(pipe, guidance_scale):
     torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=0)
 
 
+def test_pooled_drawing_hands_the_unet_one_vector_per_caption(pipe):
+    """pooled=True: the U-Net cross-attends to the caption's mean token state alone, so the picture equals the one
+    drawn with that vector repeated at every position (attention over identical keys returns their value), and
+    differs from the token-sequence picture; "" pools to the guidance's unconditional vector."""
+    kw = dict(num_inference_steps=3, guidance_scale=4.0, num_images_per_prompt=2)
+    pooled = t2i.pipeline_images(pipe, PROMPTS, gen(7), pooled=True, **kw)
+    with torch.no_grad():
+        one = text.encode_pooled(pipe.tokenizer, pipe.text_encoder, PROMPTS)
+        empty = text.encode_pooled(pipe.tokenizer, pipe.text_encoder, ["", ""])
+        ids = text.tokenize(pipe.tokenizer, PROMPTS)
+        real = ids != text.PAD_ID
+        states = pipe.text_encoder(ids)[0]
+    torch.testing.assert_close(one[:, 0], torch.stack([s[m].mean(0) for s, m in zip(states, real)]))
+    repeated = pipe(prompt_embeds=one.expand(-1, text.MAX_LENGTH, -1), generator=gen(7), output_type="pt",
+                    negative_prompt_embeds=empty.expand(-1, text.MAX_LENGTH, -1), **kw).images * 2 - 1
+    torch.testing.assert_close(pooled, repeated, atol=1e-4, rtol=0)
+    sequence = t2i.pipeline_images(pipe, PROMPTS, gen(7), **kw)
+    assert (pooled - sequence).abs().max() > 1e-3
+
+
 def test_generate_steps_yields_every_step(pipe):
     states = list(t2i.generate_steps(pipe, PROMPTS[0], num_inference_steps=3, generator=gen(0)))
     assert [s["t"] for s in states] == pipe.scheduler.timesteps.tolist()

@@ -5,7 +5,8 @@ python -m diffusion_lessons.train scenes-vae
     The shipped shapes-t2i VAE (lesson 06's AutoencoderKL, fully convolutional) fine-tuned on 64 x 64 scenes
     (scenes.make_scenes), so the latents are 4x16x16; writes OUT/vae/ and OUT/recipe-vae.json, measured by
     reading its reconstructions of held-out scenes with the scenes reader.
-python -m diffusion_lessons.train scenes-t2i [--encoder bidirectional|causal] [--encoder-width W] [--vae FOLDER]
+python -m diffusion_lessons.train scenes-t2i [--encoder bidirectional|causal] [--encoder-width W]
+                                            [--conditioning sequence|pooled] [--vae FOLDER]
     The scenes tokenizer (word level, scenes.caption_words), a fresh text encoder of that kind
     (text.build_text_encoder: a causal CLIPTextModel or a bidirectional T5EncoderModel of the same width, depth
     and heads) and models.build_scenes_unet trained jointly as shapes-t2i trains (the same loss, caption
@@ -16,6 +17,9 @@ python -m diffusion_lessons.train scenes-t2i [--encoder bidirectional|causal] [-
     sibling of --out, OUT/vae is a relative link to its vae/ (the shipped causal model shares scenes-t2i's).
     --encoder-width (default 64): the text encoder's width (feed-forward 4 x width, the U-Net's
     cross_attention_dim with it), everything else the same: the encoder-size experiment (scenes-t2i-w256).
+    --conditioning (default sequence): what the U-Net's cross-attention reads, the encoder's token sequence or
+    pooled, the mean of its token states as one vector (text.pool_embeddings), everything else the same: the
+    pooled-vector experiment (scenes-t2i-pooled, drawn with t2i.pipeline_images(..., pooled=True)).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ N_VAE_TEST = 400
 STEPS, GUIDANCE = 25, 7.5
 GUIDANCE_SWEEP = (1.0, 3.0, 7.5, 12.0)
 MEASURED_KINDS = ("binding", "relation", "counting")
+CONDITIONINGS = ("sequence", "pooled")
 OUTPUTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "model_index.json", "recipe.json",
            vae_recipe.RECORD, "measurements.json")
 BASE_VAE = PRETRAINED / "shapes-t2i" / "vae"
@@ -111,10 +116,12 @@ def test_scenes(kind: str, n: int, seed: int) -> list:
 
 
 @torch.no_grad()
-def draw(pipe, prompts: list[str], seed: int, guidance_scale: float = GUIDANCE, batch: int = 64) -> torch.Tensor:
-    """One picture per prompt (25 steps, seeded per batch), in [-1, 1]."""
+def draw(pipe, prompts: list[str], seed: int, guidance_scale: float = GUIDANCE, batch: int = 64,
+         pooled: bool = False) -> torch.Tensor:
+    """One picture per prompt (25 steps, seeded per batch), in [-1, 1]; pooled: the pooled-vector model's way."""
     return torch.cat([t2i.pipeline_images(pipe, prompts[i:i + batch], _device.make_generator(seed + i),
-                                          num_inference_steps=STEPS, guidance_scale=guidance_scale).cpu()
+                                          num_inference_steps=STEPS, guidance_scale=guidance_scale,
+                                          pooled=pooled).cpu()
                       for i in range(0, len(prompts), batch)])
 
 
@@ -126,24 +133,25 @@ def rates(images: torch.Tensor, chosen: list) -> dict:
             for key in checks[0]}
 
 
-def measure(pipe, seed: int, n: int) -> dict:
+def measure(pipe, seed: int, n: int, pooled: bool = False) -> dict:
     """The lesson-15 experiments on n prompts per kind (n // 2 single-shape prompts): everything right, colors
     swapped, relations, counts, at guidance 7.5 and across GUIDANCE_SWEEP; the same pictures asked with the
-    captions reworded (binding in the other order, relations from the other side)."""
+    captions reworded (binding in the other order, relations from the other side). pooled: draw as the
+    pooled-vector model is drawn."""
     chosen = {kind: test_scenes(kind, n // 2 if kind == "single" else n, seed) for kind in scenes.KINDS}
     found: dict = dict(main={}, guidance={}, reworded={})
     for kind, those in chosen.items():
-        found["main"][kind] = rates(draw(pipe, [s.caption for s in those], seed), those)
+        found["main"][kind] = rates(draw(pipe, [s.caption for s in those], seed, pooled=pooled), those)
         found["main"][kind]["captions"] = [s.caption for s in those]
     for g in GUIDANCE_SWEEP:
         found["guidance"][str(g)] = {
             kind: {k: v for k, v in (found["main"][kind] if g == GUIDANCE else
-                                     rates(draw(pipe, [s.caption for s in chosen[kind]], seed, g),
+                                     rates(draw(pipe, [s.caption for s in chosen[kind]], seed, g, pooled=pooled),
                                            chosen[kind]))["right"].items() if k != "each"}
             for kind in MEASURED_KINDS}
     for kind in ("binding", "relation"):
         other = [scenes.reworded(s) for s in chosen[kind]]
-        found["reworded"][kind] = rates(draw(pipe, [s.caption for s in other], seed), other)
+        found["reworded"][kind] = rates(draw(pipe, [s.caption for s in other], seed, pooled=pooled), other)
         found["reworded"][kind]["captions"] = [s.caption for s in other]
     found["settings"] = dict(num_inference_steps=STEPS, guidance_scale=GUIDANCE, prompts_per_kind=n,
                              single_prompts=n // 2, images_per_prompt=1, test_seed=seed + 100)
@@ -156,11 +164,12 @@ def quality(found: dict) -> dict:
                    for m in ("right", "swapped") if m in found["main"][kind]} for kind in scenes.KINDS}
 
 
-def model_name(encoder: str, width: int = 64) -> str:
-    """The shipped folder's name for a scenes model: scenes-t2i (bidirectional), scenes-t2i-causal, and a
-    -w<width> suffix for another encoder width (scenes-t2i-w256)."""
+def model_name(encoder: str, width: int = 64, conditioning: str = "sequence") -> str:
+    """The shipped folder's name for a scenes model: scenes-t2i (bidirectional), scenes-t2i-causal, a
+    -w<width> suffix for another encoder width (scenes-t2i-w256) and -pooled for pooled conditioning."""
     return ("scenes-t2i" if encoder == "bidirectional" else f"scenes-t2i-{encoder}") + (
-        "" if width == text.TEXT_ENCODER_CONFIG["hidden_size"] else f"-w{width}")
+        "" if width == text.TEXT_ENCODER_CONFIG["hidden_size"] else f"-w{width}") + (
+        "" if conditioning == "sequence" else f"-{conditioning}")
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -172,6 +181,9 @@ def main(argv: list[str] | None = None) -> dict | None:
                         help="the text encoder: bidirectional (T5EncoderModel, default) or causal (CLIPTextModel)")
     parser.add_argument("--encoder-width", type=int, default=text.TEXT_ENCODER_CONFIG["hidden_size"],
                         help="the text encoder's width, a multiple of 4 (default 64; the size experiment: 256)")
+    parser.add_argument("--conditioning", choices=CONDITIONINGS, default="sequence",
+                        help="what the U-Net reads: the token sequence (default) or its pooled vector (the mean of "
+                             "the token states; the pooled-vector experiment)")
     parser.add_argument("--vae", type=Path, default=None,
                         help="the scenes-vae run's folder (holds vae/); default: the newest ./runs/scenes-vae-*")
     parser.add_argument("--evaluate-only", action="store_true",
@@ -183,7 +195,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.evaluate_only:
         return evaluate_only(args, name)
     dev, accelerator, generator = shapes_t2i.start(args, name, f", {args.encoder} text encoder, width "
-                                                                 f"{args.encoder_width}")
+                                                                 f"{args.encoder_width}, {args.conditioning}")
+    pooled = args.conditioning == "pooled"
     from diffusers import AutoencoderKL
 
     folder_vae = signs_recipe.vae_folder(args, "scenes-vae")
@@ -197,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     data = scenes.make_scenes(args.n_train, generator=_device.make_generator(args.seed))
     try:
         averaged, history, train_s = shapes_t2i.train(parts, args, dev, generator, accelerator, shapes=data,
-                                                      name=name, settings=SETTINGS)
+                                                      name=name, settings=SETTINGS, pooled=pooled)
     except TrainingInterrupted as err:
         raise common.interrupted(err, name) from None
     if not accelerator.is_main_process:
@@ -207,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         signs_recipe.link_vae(folder_vae, args.out, folder)
         t_eval = time.perf_counter()
         pipe = t2i.load_pipeline(folder, dev)
-        found = None if args.skip_eval else measure(pipe, args.seed, args.prompts_per_kind)
+        found = None if args.skip_eval else measure(pipe, args.seed, args.prompts_per_kind, pooled)
         eval_s = None if args.skip_eval else time.perf_counter() - t_eval
         record = common.run_record(
             name, args, SETTINGS, started=started, losses=history, train_s=train_s, device=dev,
@@ -216,8 +229,9 @@ def main(argv: list[str] | None = None) -> dict | None:
             data=dict(kind="scenes (diffusion_lessons.scenes.make_scenes), the four caption kinds equally often",
                       n_train=args.n_train, train_seed=args.seed, image_size=scenes.SIZE,
                       latents="4x16x16, scaled VAE samples"),
-            options=f"--encoder {args.encoder} --encoder-width {args.encoder_width}",
-            encoder=args.encoder, encoder_width=args.encoder_width,
+            options=f"--encoder {args.encoder} --encoder-width {args.encoder_width}"
+                    + ("" if not pooled else f" --conditioning {args.conditioning}"),
+            encoder=args.encoder, encoder_width=args.encoder_width, conditioning=args.conditioning,
             models=dict(unet=dict(config=dict(models.SCENES_UNET_CONFIG, cross_attention_dim=args.encoder_width),
                                   parameters=models.count_parameters(pipe.unet)),
                         text_encoder=dict(kind=args.encoder, cls=type(pipe.text_encoder).__name__,
@@ -231,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             caption_dropout=shapes_t2i.CAPTION_DROPOUT)
         common.write_record(record, folder / "recipe.json")
         if found is not None:
-            common.write_measurements(folder, model_name(args.encoder, args.encoder_width), record, found, eval_s,
+            common.write_measurements(folder, model_name(args.encoder, args.encoder_width, args.conditioning),
+                                      record, found, eval_s,
                                       show=())
             print(json.dumps(record["quality"], indent=1))
         return record
@@ -239,6 +254,10 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 def evaluate_only(args, name: str) -> dict:
     """--evaluate-only: measure the pipeline saved in --out again and rewrite its records."""
-    return common.evaluate_pipeline(args, name, lambda pipe, seed: measure(pipe, seed, args.prompts_per_kind),
-                                    quality, f"--prompts-per-kind {args.prompts_per_kind}",
-                                    model=lambda record: model_name(record["encoder"], record.get("encoder_width", 64)))
+    def measure_saved(pipe, seed: int) -> dict:
+        record = json.loads((Path(args.out) / "recipe.json").read_text())
+        return measure(pipe, seed, args.prompts_per_kind, record.get("conditioning", "sequence") == "pooled")
+
+    return common.evaluate_pipeline(args, name, measure_saved, quality, f"--prompts-per-kind {args.prompts_per_kind}",
+                                    model=lambda record: model_name(record["encoder"], record.get("encoder_width", 64),
+                                                                    record.get("conditioning", "sequence")))

@@ -77,13 +77,16 @@ def sample_batch(store: dict, batch_size: int, generator: torch.Generator, num_s
     return dict(z0=z0, ids=ids, t=t, eps=eps)
 
 
-def loss_fn(trained: torch.nn.ModuleDict, schedule, batch: dict) -> torch.Tensor:
-    """One denoising loss on a batch: z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps; predict eps from text."""
+def loss_fn(trained: torch.nn.ModuleDict, schedule, batch: dict, pooled: bool = False) -> torch.Tensor:
+    """One denoising loss on a batch: z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps; predict eps from text
+    (the token sequence, or with pooled=True its pooled vector, text.pool_embeddings)."""
     z0, ids = batch["z0"], batch["ids"]
     dev = z0.device
     t, eps = batch["t"].to(dev), batch["eps"].to(dev)
     z_t = schedule.add_noise(z0, eps, t)
     emb = trained["text_encoder"](ids)[0]
+    if pooled:
+        emb = text.pool_embeddings(emb, ids)
     eps_pred = trained["unet"](z_t, t, encoder_hidden_states=emb).sample
     return torch.nn.functional.mse_loss(eps_pred, eps)
 
@@ -145,10 +148,11 @@ def load_parts(args: argparse.Namespace, dev: torch.device, words: list[str] | N
 
 def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: torch.Generator,
           accelerator=None, shapes: data.ShapesData | None = None, name: str = "shapes-t2i",
-          settings: dict | None = None) -> tuple:
+          settings: dict | None = None, pooled: bool = False) -> tuple:
     """Encode the training set (shapes, default data.make_shapes(--n-train) from the seed) once, then
     train_loop (under `accelerator`, with the run's checkpoints, when given); returns (EMA of the pair, loss
-    history, seconds). settings: the recipe's SETTINGS, for its checkpoints (default shapes-t2i's)."""
+    history, seconds). settings: the recipe's SETTINGS, for its checkpoints (default shapes-t2i's); pooled:
+    the U-Net sees the caption's pooled vector (loss_fn)."""
     images = data.make_shapes(args.n_train, generator=_device.make_generator(args.seed)) if shapes is None else shapes
     mean, std = encode_dataset(parts["vae"], images.images.to(dev))
     store = dict(mean=mean, std=std, scaling_factor=parts["vae"].config.scaling_factor,
@@ -159,7 +163,7 @@ def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: t
     start = time.perf_counter()
     checkpointing = (common.checkpointing(args, settings or SETTINGS, vae=str(parts["vae_folder"]))
                      if accelerator else None)
-    history = train_loop(trained, lambda batch: loss_fn(trained, schedule, batch),
+    history = train_loop(trained, lambda batch: loss_fn(trained, schedule, batch, pooled),
                          lambda gen: sample_batch(store, args.batch_size, gen, schedule.num_steps), steps=args.steps,
                          lr=LR, generator=generator, ema=ema, desc=name, accelerator=accelerator,
                          checkpointing=checkpointing, **LOOP)

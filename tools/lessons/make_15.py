@@ -24,7 +24,8 @@ a user can do about it.
 **What you will learn**
 - how to read a composed picture automatically, and why the VAE is checked first;
 - how often a small model binds, relates and counts right, with intervals, and what the failures look like;
-- what a causal (CLIP-style) and a bidirectional (T5-style) text encoder of the same size change;
+- what a causal (CLIP-style) and a bidirectional (T5-style) text encoder of the same size change, and what the U-Net
+  loses when it sees one pooled vector instead of the token sequence;
 - what word order, guidance and cross-attention tell you about where a word acts;
 - what users can do: reword, guide, prompt each object in its own region, and what a 4x wider text encoder buys.
 """),
@@ -183,6 +184,38 @@ ax.set_title("each token's output when only 'white' becomes 'black'")
 ax.legend(fontsize=8)
 plt.show()"""),
     md(PROSE["encoders"]),
+    md("""**One vector for the whole caption.** A CLIP text encoder also hands out a *pooled* vector, one summary of the
+whole caption (Stable Diffusion 1 ignores it; SDXL and SD3 feed it to the U-Net next to the token sequence, never
+instead of it). What if the U-Net saw only a summary? The same recipe, encoder, seed, data and steps as the shipped
+model, but the U-Net cross-attends to one vector, the mean of the encoder's token states (`text.pool_embeddings`;
+`python -m diffusion_lessons.train scenes-t2i --conditioning pooled`, shipped as `scenes-t2i-pooled`). It is drawn
+with plain diffusers by handing the pipeline that vector as `prompt_embeds` (`pipeline_images(..., pooled=True)`).
+The encoder can still mix every word into the one vector; what the U-Net loses is a separate vector per word for
+each part of the picture to look up."""),
+    code("""pooled_pipe = load_pipeline(ROOT / "scenes-t2i-pooled", device)
+pooled_record = json.loads((ROOT / "scenes-t2i-pooled" / "measurements.json").read_text())
+pooled_recipe = json.loads((ROOT / "scenes-t2i-pooled" / "recipe.json").read_text())
+print(f"scenes-t2i-pooled: {pooled_recipe['command']}\\n    {pooled_recipe['wall_time_s'] / 60:.1f} min, final "
+      f"training loss {pooled_recipe['final_loss']:.3f} (token sequence: {recipes['bidirectional']['final_loss']:.3f});"
+      f" the measurements match the shipped weights: {record_matches_model(pooled_record, ROOT / 'scenes-t2i-pooled')}")
+print(f"\\n{'':<18}{'token sequence':>28}{'pooled vector':>28}")
+for kind in scenes.KINDS:
+    print(f"{kind:<18}{fmt(records['bidirectional']['main'][kind]['right']):>28}"
+          f"{fmt(pooled_record['main'][kind]['right']):>28}   n = {pooled_record['main'][kind]['right']['n']}")
+for kind in ("binding", "relation"):
+    print(f"{kind + ', swapped':<18}{fmt(records['bidirectional']['main'][kind]['swapped']):>28}"
+          f"{fmt(pooled_record['main'][kind]['swapped']):>28}")
+chosen = [scenes.random_scene(kind, g(60 + i)) for kind in ("single", "binding", "counting") for i in range(2)]
+both = [pipeline_images(pipes["bidirectional"], [s.caption for s in chosen], g(6), num_inference_steps=steps,
+                        guidance_scale=scale).cpu(),
+        pipeline_images(pooled_pipe, [s.caption for s in chosen], g(6), num_inference_steps=steps,
+                        guidance_scale=scale, pooled=True).cpu()]
+print("\\n".join(f"{i + 1}. {s.caption}" for i, s in enumerate(chosen)))
+show_images(torch.cat(both), ncols=6, size=1.9,
+            titles=[f"{w}: {verdict(r, s)}" for w, images in zip(("sequence", "pooled"), both)
+                    for r, s in zip(scenes.read_scenes(images), chosen)],
+            suptitle="captions 1-6, the same seed: token sequence (top), pooled vector (bottom)")"""),
+    md(PROSE["pooled"]),
     md("""## 6. Where it goes wrong
 
 The records keep each picture's verdict, so the failures can be broken down: relations by their word, counting by
