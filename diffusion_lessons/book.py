@@ -65,8 +65,9 @@ LESSONS = (
            "signs; the decoder's own limit first; a character-aware encoder and repainting the word as remedies"),
     Lesson("15_composition", "Why it mixes up your description",
            "a model on scenes of one to three shapes binds colors, places shapes and counts, measured; a causal "
-           "against a bidirectional text encoder, and a 4x wider one; word order, guidance and cross-attention maps "
-           "with a control; one caption per region as the remedy"),
+           "against a bidirectional text encoder, one pooled vector against the token sequence, and a 4x wider "
+           "encoder; word order, guidance and cross-attention maps with a control; one caption per region as the "
+           "remedy"),
     Lesson("16_bias", "Bias in, bias out, and memorization",
            "a role word whose training pictures are 80% red: how much of the lean comes out, what guidance does to "
            "it, which fixes work; and when a model copies its training images (10, 100, 1,000 digits, duplicates)"),

@@ -323,7 +323,7 @@ def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path, monkeypatc
     """Two steps of scenes-vae from the shapes VAE, then scenes-t2i with each encoder (the causal one on the
     bidirectional one's VAE, a sibling: linked); the causal one measured end to end on 2 prompts per kind, and
     measured again by --evaluate-only to the same figures; both load with plain diffusers. A pooled run is
-    drawn the pooled way, by the recipe and by --evaluate-only (read from its record)."""
+    drawn the pooled way by --evaluate-only (which reads the conditioning from its record)."""
     from diffusers import StableDiffusionPipeline
 
     from diffusion_lessons import scenes
@@ -355,11 +355,11 @@ def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path, monkeypatc
     pooled_out, drawn = tmp_path / "pooled", []
     real_draw = scenes_recipe.draw
     monkeypatch.setattr(scenes_recipe, "draw", lambda *a, **k: drawn.append(k.get("pooled")) or real_draw(*a, **k))
-    record = scenes_recipe.main([*tiny, "--conditioning", "pooled", "--prompts-per-kind", "2", "--vae", str(bi_out),
+    record = scenes_recipe.main([*tiny, "--conditioning", "pooled", "--skip-eval", "--vae", str(bi_out),
                                  "--out", str(pooled_out)])
-    assert record["conditioning"] == "pooled" and "--conditioning pooled" in record["command"]
+    assert record["conditioning"] == "pooled" and "--conditioning pooled" in record["command"] and not drawn
+    scenes_recipe.main(["--evaluate-only", "--prompts-per-kind", "2", "--out", str(pooled_out)])   # reads the record
     assert json.loads((pooled_out / "measurements.json").read_text())["model"] == "scenes-t2i-pooled"
-    scenes_recipe.main(["--evaluate-only", "--prompts-per-kind", "2", "--out", str(pooled_out)])
     assert len(drawn) > 2 and all(drawn)
     kinds = {}
     for folder in (bi_out, causal_out):
