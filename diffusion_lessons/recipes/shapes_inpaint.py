@@ -160,8 +160,8 @@ def measure(pipe, base, per_task: int, seed: int) -> dict:
 
 
 def evaluate_only(args: argparse.Namespace) -> dict:
-    """--evaluate-only: measure the pipeline saved in --out again (with its recorded base for the blending
-    trick) and rewrite its records, saying when, where and by which command."""
+    """--evaluate-only: measure the pipeline saved in --out again (the blending trick on --base, default the
+    shipped shapes-t2i) and rewrite its records, saying where and by which command."""
     path = args.out / "recipe.json"
     if not path.is_file():
         raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
