@@ -59,7 +59,8 @@ LESSONS = (
            "overlap with the drawn shape measured at four conditioning scales"),
     Lesson("13_lora", "LoRA and DreamBooth: teaching a new shape",
            "a low-rank update on the U-Net's and the text encoder's attention projections teaches a star from 20 "
-           "pictures; the unknown word, prior preservation against drift, rank against size"),
+           "pictures; the unknown word, prior preservation against drift, rank against size, caption dropout for "
+           "guidance"),
     Lesson("14_spelling", "Why it can't spell",
            "three models that differ only in their tokenizer (word, BPE, characters) spell seen and unseen words on "
            "signs; the decoder's own limit first; a character-aware encoder and repainting the word as remedies"),

@@ -241,32 +241,39 @@ def _pictures(pipe, prompts: list[str], per_prompt: int, generator, steps: int, 
 
 
 def measure_adapter(pipe, per_prompt: int = 6, seed: int = 0, num_inference_steps: int = 25,
-                    guidance_scale: float = 7.5) -> dict:
+                    guidance_scale: float = 7.5, old_prompts: bool = True) -> dict:
     """With whatever adapter pipe carries: the 8 star prompts (every color and background, per_prompt each):
-    read as a star, color right; the 24 base prompts (per_prompt / 2 each, at least 1): all of background, color
-    and shape read right (read_with_star, so a star drawn for 'circle' counts as wrong), and how many read as a
-    star. Shares with Wilson 95% intervals; also the pictures."""
+    read as a star, color right; with old_prompts, the 24 base prompts (per_prompt / 2 each, at least 1): all of
+    background, color and shape read right (read_with_star, so a star drawn for 'circle' counts as wrong), and
+    how many read as a star. Shares with Wilson 95% intervals; also the pictures."""
     per_prompt = _checks.integer(per_prompt, "per_prompt", 1)
     seed = _checks.seed(seed)
     if not hasattr(pipe, "unet") or not hasattr(pipe, "tokenizer"):
         raise ValueError(f"pipe must be a StableDiffusionPipeline, got {type(pipe).__name__}")
+    if not isinstance(old_prompts, bool):
+        raise ValueError(f"old_prompts must be True or False, got {old_prompts!r}")
     star_prompts = [star_caption(c, b) for b in data.BACKGROUNDS for c in data.COLORS]
     stars = _pictures(pipe, star_prompts, per_prompt, torch.Generator().manual_seed(seed), num_inference_steps,
                       guidance_scale)
+    star_reads = read_with_star(stars)
+    star_want = [dict(color=c, background=b) for b in data.BACKGROUNDS for c in data.COLORS for _ in range(per_prompt)]
+    measures = dict(star_read=proportion([r["shape"] == STAR for r in star_reads]).as_dict(),
+                    star_color_right=proportion([r["color"] == w["color"]
+                                                 for r, w in zip(star_reads, star_want)]).as_dict())
+    settings = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
+                    star_prompts=len(star_prompts), star_per_prompt=per_prompt, interval="Wilson 95%")
+    if not old_prompts:
+        return dict(measures=dict(**measures, settings=settings), pictures=dict(stars=stars))
     base_per = max(1, per_prompt // 2)
     base = _pictures(pipe, data.shape_prompts(), base_per, torch.Generator().manual_seed(seed + 1),
                      num_inference_steps, guidance_scale)
-    star_reads, base_reads = read_with_star(stars), read_with_star(base)
-    star_want = [dict(color=c, background=b) for b in data.BACKGROUNDS for c in data.COLORS for _ in range(per_prompt)]
+    base_reads = read_with_star(base)
     base_want = [data.parse_caption(p) for p in data.shape_prompts() for _ in range(base_per)]
     return dict(
         measures=dict(
-            star_read=proportion([r["shape"] == STAR for r in star_reads]).as_dict(),
-            star_color_right=proportion([r["color"] == w["color"] for r, w in zip(star_reads, star_want)]).as_dict(),
+            **measures,
             base_prompts_right=proportion([all(r[k] == w[k] for k in ("background", "color", "shape"))
                                            for r, w in zip(base_reads, base_want)]).as_dict(),
             base_prompts_drawn_as_star=proportion([r["shape"] == STAR for r in base_reads]).as_dict(),
-            settings=dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
-                          star_prompts=len(star_prompts), star_per_prompt=per_prompt, base_prompts=24,
-                          base_per_prompt=base_per, interval="Wilson 95%")),
+            settings=dict(**settings, base_prompts=24, base_per_prompt=base_per)),
         pictures=dict(stars=stars, base=base))

@@ -19,10 +19,9 @@ s < 1 acts as s = 1; the two agree for s >= 1.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import json
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -93,7 +92,9 @@ def save_pipeline(pipe, folder: str | Path) -> None:
 
 
 def load_pipeline(folder: str | Path, device: torch.device | str | None = None):
-    """StableDiffusionPipeline.from_pretrained(folder), offline, safetensors only, progress bar off."""
+    """StableDiffusionPipeline.from_pretrained(folder), offline, safetensors only, progress bar off. A folder
+    whose recipe.json says conditioning "pooled" (scenes-t2i-pooled) gives a pipeline marked so
+    (pipe.caption_conditioning = "pooled"): pipeline_images then refuses to draw it from plain prompts."""
     if not isinstance(folder, (str, Path)):
         raise ValueError(f"folder must be a path (str or pathlib.Path), got {type(folder).__name__}")
     if not (Path(folder) / "model_index.json").is_file():
@@ -106,6 +107,9 @@ def load_pipeline(folder: str | Path, device: torch.device | str | None = None):
         pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False,
                                                        use_safetensors=True, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
+    record = Path(folder) / "recipe.json"
+    if record.is_file():
+        pipe.caption_conditioning = json.loads(record.read_text()).get("conditioning", "sequence")
     return pipe.to(device) if device is not None else pipe
 
 
@@ -238,6 +242,10 @@ def pipeline_images(pipe, prompts: list[str], generator: torch.Generator | None 
                                 kwargs.get("guidance_rescale", 0.0), name="prompts")
     if not isinstance(pooled, bool):
         raise ValueError(f"pooled must be True or False, got {pooled!r}")
+    if getattr(pipe, "caption_conditioning", None) == "pooled" and not pooled:
+        raise ValueError("pooled must be True for this pipeline: it was trained on one pooled caption vector "
+                         "(its recipe.json says conditioning 'pooled'), and plain prompts would hand it a token "
+                         "sequence it never saw")
     if pooled:
         with torch.no_grad():
             kwargs.update(prompt_embeds=text.encode_pooled(pipe.tokenizer, pipe.text_encoder, prompts),

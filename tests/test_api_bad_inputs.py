@@ -588,6 +588,7 @@ BAD_INPUTS: dict[str, list] = {
     "lora.adapter_bytes": [case("folder", lambda: lora.adapter_bytes(Path("/no/such")), "/no/such")],
     "lora.load_adapter": [case("folder", lambda: lora.load_adapter(F().pipe, "/no/such/folder"))],
     "lora.measure_adapter": [case("per_prompt", lambda: lora.measure_adapter(F().pipe, 0)),
+                             case("old_prompts", lambda: lora.measure_adapter(F().pipe, 1, old_prompts="no")),
                              case("pipe", lambda: lora.measure_adapter("pipe"))],
     "memorization.nearest_neighbours": [case("queries", lambda: memorization.nearest_neighbours([1, 2], F().x)),
                                         case("k", lambda: memorization.nearest_neighbours(F().x, F().x, k=3)),

@@ -106,3 +106,24 @@ def test_the_shipped_adapter_is_small_and_loads_with_plain_diffusers(pipe):
     shipped = json.loads((FOLDER / "recipe.json").read_text())["models"]["shipped"]
     assert (lora.lora_parameters(pipe.unet) + lora.lora_parameters(pipe.text_encoder)
             == record["runs"][shipped]["lora_parameters"])
+
+
+def test_caption_dropout_swaps_whole_captions_for_the_empty_prompt(pipe):
+    """The star recipe's batches: with caption_dropout the dropped rows carry exactly the empty prompt's ids and the
+    rest their own captions; at 0 nothing is dropped; pictures, noise and timesteps do not depend on it."""
+    from diffusion_lessons.recipes import shapes_lora_star
+
+    found = lora.star_pictures(4, seed=0)
+    stars = shapes_lora_star.latent_store(pipe, found["images"], found["captions"], torch.device("cpu"))
+    prior = shapes_lora_star.latent_store(pipe, found["images"], data.shape_prompts()[:4], torch.device("cpu"))
+    batch = lambda p: shapes_lora_star.sample_batch(stars, prior, 64, torch.Generator().manual_seed(0), 1000,  # noqa: E731
+                                                    0.5, caption_dropout=p)
+    kept, half, none = batch(0.0), batch(0.5), batch(1.0)
+    empty = stars["empty_ids"]
+    dropped = (half["ids"] == empty).all(dim=1)
+    assert 10 < int(dropped.sum()) < 54                       # about half of 64, not all, not none
+    assert torch.equal(half["ids"][~dropped], kept["ids"][~dropped])
+    assert not (kept["ids"] == empty).all(dim=1).any() and (none["ids"] == empty).all()
+    for key in ("z0", "t", "eps"):
+        assert torch.equal(kept[key], half[key])
+    assert not torch.equal(empty, stars["ids"][0])          # a caption's ids are not the empty prompt's

@@ -66,3 +66,18 @@ def test_records_agree_with_their_own_verdicts():
             assert reworded["captions"] == [scenes.reworded(s).caption for s in scenes_recipe.test_scenes(kind, n, 0)]
         assert found["guidance"][str(scenes_recipe.GUIDANCE)]["binding"]["value"] == \
             found["main"]["binding"]["right"]["value"]
+
+
+def test_the_pooled_model_is_drawn_only_the_pooled_way():
+    """scenes-t2i-pooled, loaded by the book, refuses plain prompts (it would read a token sequence it never saw)
+    and draws with pooled=True; the sequence model is not marked."""
+    from diffusion_lessons import t2i
+
+    pooled = t2i.load_pipeline(ROOT / "scenes-t2i-pooled")
+    assert pooled.caption_conditioning == "pooled"
+    with pytest.raises(ValueError, match="pooled must be True"):
+        t2i.pipeline_images(pooled, ["a red circle on a white background"], num_inference_steps=2)
+    out = t2i.pipeline_images(pooled, ["a red circle on a white background"], torch.Generator().manual_seed(0),
+                              num_inference_steps=2, pooled=True)
+    assert out.shape == (1, 3, scenes.SIZE, scenes.SIZE)
+    assert t2i.load_pipeline(ROOT / "scenes-t2i").caption_conditioning == "sequence"

@@ -283,13 +283,15 @@ def re_measure(args: argparse.Namespace, device: torch.device, name: str, load, 
 
 
 def evaluate_pipeline(args: argparse.Namespace, name: str, measure, summarise, option: str,
-                      model=None) -> dict:
-    """--evaluate-only for a text-to-image recipe: measure(pipe, seed) -> found on the pipeline saved in --out,
+                      model=None, load=None, show: tuple[str, ...] = ()) -> dict:
+    """--evaluate-only for a pipeline recipe: measure(pipe, seed) -> found on the pipeline saved in --out,
     summarise(found) -> the record's quality; rewrites OUT/recipe.json and OUT/measurements.json with the time and
     hardware it took. option: the measuring option as typed (for the command); model(record) -> the name in
-    measurements.json (default: name)."""
+    measurements.json (default: name); load(folder, device) -> the pipeline (default t2i.load_pipeline); show:
+    the measurements' keys to print."""
     from .. import t2i
 
+    load = t2i.load_pipeline if load is None else load
     path = args.out / "recipe.json"
     if not path.is_file():
         raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
@@ -297,14 +299,14 @@ def evaluate_pipeline(args: argparse.Namespace, name: str, measure, summarise, o
     device = training.training_device()
     print(f"{name} recipe: re-measuring {args.out} on {device}")
     start = time.perf_counter()
-    found = measure(t2i.load_pipeline(args.out, device), record["seed"])
+    found = measure(load(args.out, device), record["seed"])
     eval_s = time.perf_counter() - start
     record["quality"], record["eval_time_s"] = summarise(found), round(eval_s, 1)
     record["evaluated"] = dict(hardware=hardware(device),
                                command=f"python -m diffusion_lessons.train {name} --evaluate-only {option} "
                                        f"--out {args.out.name}")
     write_record(record, path, show=())
-    write_measurements(args.out, name if model is None else model(record), record, found, eval_s, show=())
+    write_measurements(args.out, name if model is None else model(record), record, found, eval_s, show=show)
     print(json.dumps(record["quality"], indent=1))
     return record
 

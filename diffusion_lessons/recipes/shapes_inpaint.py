@@ -22,7 +22,6 @@ model's blending trick, side by side) and manifest.json. OUT: --out, default ./r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import time
@@ -33,7 +32,7 @@ import torch
 from .. import data, device as _device, inpainting, latents, t2i, text
 from ..pretrained import ROOT
 from ..schedules import make_schedule
-from ..training import EMA, TrainingInterrupted, high_noise_weights, train_loop, training_device
+from ..training import EMA, TrainingInterrupted, high_noise_weights, train_loop
 from . import common, shapes_t2i
 
 NAME = "shapes-inpaint"
@@ -162,22 +161,10 @@ def measure(pipe, base, per_task: int, seed: int) -> dict:
 def evaluate_only(args: argparse.Namespace) -> dict:
     """--evaluate-only: measure the pipeline saved in --out again (the blending trick on --base, default the
     shipped shapes-t2i) and rewrite its records, saying where and by which command."""
-    path = args.out / "recipe.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"--out {args.out} holds no recipe.json: train first (without --evaluate-only)")
-    record = json.loads(path.read_text())
-    dev = training_device()
-    print(f"{NAME} recipe: re-measuring {args.out} on {dev}")
-    start = time.perf_counter()
-    found = measure(load(args.out, dev), t2i.load_pipeline(args.base, dev), args.per_task, record["seed"])
-    eval_s = time.perf_counter() - start
-    record["quality"], record["eval_time_s"] = found["inpainting_unet"], round(eval_s, 1)
-    record["evaluated"] = dict(hardware=common.hardware(dev),
-                               command=f"python -m diffusion_lessons.train {NAME} --evaluate-only --per-task "
-                                       f"{args.per_task} --out {args.out.name}")
-    common.write_record(record, path, show=())
-    common.write_measurements(args.out, NAME, record, found, eval_s, show=("inpainting_unet", "blending_base_model"))
-    return record
+    return common.evaluate_pipeline(
+        args, NAME, lambda pipe, seed: measure(pipe, t2i.load_pipeline(args.base, pipe.device), args.per_task, seed),
+        lambda found: found["inpainting_unet"], f"--per-task {args.per_task}", load=load,
+        show=("inpainting_unet", "blending_base_model"))
 
 
 def main(argv: list[str] | None = None) -> dict | None:

@@ -25,7 +25,9 @@ LoRA files are made and loaded, and measures what it costs.
 - LoRA's low-rank update, written out and checked against peft;
 - why the star had to be big (the VAE's round trip decides what the model can draw at all);
 - what the adapter buys and costs, measured: the star and its color, the old prompts (language drift) with and
-  without DreamBooth's prior preservation, and rank 1, 4 and 16 against the adapter's size.
+  without DreamBooth's prior preservation, and rank 1, 4 and 16 against the adapter's size;
+- why an adapter on the text encoder needs caption dropout: guidance subtracts the empty prompt's prediction, and
+  the adapter moves that too.
 """),
     code("""import json
 
@@ -129,7 +131,8 @@ makes the same check for letters).
 The recipe (`python -m diffusion_lessons.train shapes-lora-star`) renders the 20 training stars (every color and
 background), adds a rank-16 LoRA to the U-Net with `unet.add_adapter(LoraConfig(...))` (`lora.add_lora`) and one to
 the text encoder with peft's `inject_adapter_in_model` (`lora.add_text_lora`), trains only their A and B, and saves
-both into one file with `StableDiffusionPipeline.save_lora_weights`. Using it is one line,
+both into one file with `StableDiffusionPipeline.save_lora_weights`. One detail of the training is the base model's
+own: a tenth of the captions are replaced by the empty prompt (section 6 shows why). Using the adapter is one line,
 `pipe.load_lora_weights(folder)`, which puts each part back where it belongs."""),
     code("""training = lora.star_pictures(recipe["data"]["n_pictures"], seed=recipe["data"]["train_seed"])
 show_images(training["images"], ncols=10, size=1.0, suptitle=f"the {len(training['images'])} training pictures")"""),
@@ -146,27 +149,74 @@ show_images(list(stars) + list(old), ncols=8, size=1.4,
                     for p, r in zip(data.shape_prompts()[::4], reads[len(stars):])])"""),
     md("""## 5. What it buys and what it costs, measured
 
-The recipe trained five adapters with the same steps and seed (rank 1, 4 and 16 with prior preservation, rank 16
-without, all on the U-Net and the text encoder; and rank 16 with prior preservation on the U-Net alone, the
-control) and measured each loaded into a fresh pipeline: the 8 star prompts (6 pictures each) read as a star and in
+The recipe trained six adapters with the same steps and seed (rank 1, 4 and 16 with prior preservation, rank 16
+without, all on the U-Net and the text encoder; and two controls of rank 16 with prior preservation: one on the
+U-Net alone, one without caption dropout) and measured each loaded into a fresh pipeline: the 8 star prompts (6 pictures each) read as a star and in
 the asked color, and the 24 old prompts (3 each) still read right (background, color and shape; a star drawn for
 "circle" counts as wrong). DreamBooth's **prior preservation** trains, alongside the stars, on the base model's own
 pictures of the old prompts, so the adapter is told what *not* to change."""),
     code("""fmt = lambda r: f"{r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"  # noqa: E731
 unet_bytes = record["full_unet_bytes"]
-print(f"{'adapter':<24}{'size':>10}{'star read':>20}{'star color':>20}{'old prompts right':>20}")
+print(f"{'adapter':<30}{'size':>10}{'star read':>20}{'star color':>20}{'old prompts right':>20}"
+      f"{'old drawn as star':>20}")
 for name, row in record["runs"].items():
     size = f"{row['adapter_bytes'] / 1024:.0f} KB" if "adapter_bytes" in row else "-"
     label = name if name.startswith("base") else (f"rank {row['rank']}" + ("" if row["prior_preservation"] else ", no prior")
-                                                  + ("" if row["text_encoder_lora"] else ", U-Net only"))
-    print(f"{label:<24}{size:>10}{fmt(row['star_read']):>20}{fmt(row['star_color_right']):>20}"
-          f"{fmt(row['base_prompts_right']):>20}")
+                                                  + ("" if row["text_encoder_lora"] else ", U-Net only")
+                                                  + ("" if row["caption_dropout"] else ", no caption dropout"))
+    print(f"{label:<30}{size:>10}{fmt(row['star_read']):>20}{fmt(row['star_color_right']):>20}"
+          f"{fmt(row['base_prompts_right']):>20}{fmt(row['base_prompts_drawn_as_star']):>20}")
 shipped = record["runs"][recipe["models"]["shipped"]]
 print(f"\\nthe shipped adapter (rank {shipped['rank']}): {shipped['adapter_bytes'] / 1024:.0f} KB, "
       f"{shipped['adapter_bytes'] / unet_bytes:.1%} of the full U-Net's {unet_bytes / 1e6:.1f} MB; "
       f"n = {shipped['star_read']['n']} star pictures, {shipped['base_prompts_right']['n']} old-prompt pictures, "
       f"Wilson 95% intervals")"""),
     md(PROSE["table"]),
+    md("""## 6. Why the adapter needs the empty prompt too
+
+Classifier-free guidance (lesson 05) draws with $\\hat\\epsilon = \\epsilon(\\varnothing) + s\\,(\\epsilon(\\text{caption}) -
+\\epsilon(\\varnothing))$ at $s = 7.5$: the unconditional prediction comes from the empty prompt, which goes through the
+same text encoder, now carrying a LoRA. The base model learned $\\epsilon(\\varnothing)$ because its recipe dropped a
+share of the captions. A LoRA trained only on captioned pictures never sees the empty prompt, yet changes its
+embedding all the same, so the unconditional prediction drifts untrained, and guidance multiplies the difference by
+7.5. The control below is the shipped recipe without caption dropout, measured at three guidance scales, then
+drawn beside the shipped adapter with the same prompts and seed."""),
+    code("""print(f"{'adapter':<30}" + "".join(f"{'guidance ' + k:>20}" for k in shipped["star_read_by_guidance"]))
+for name, row in record["runs"].items():
+    if "star_read_by_guidance" in row:
+        label = "rank 16" + ("" if row["caption_dropout"] else ", no caption dropout")
+        print(f"{label:<30}" + "".join(f"{fmt(r):>20}" for r in row["star_read_by_guidance"].values()))
+print(f"(star read as a star; n = {shipped['star_read']['n']} each, Wilson 95% intervals)")
+no_dropout = load_pipeline(ROOT / "shapes-t2i", device)
+lora.load_adapter(no_dropout, folder / "variants" / "r16-no-dropout")
+with torch.no_grad():
+    stars_nd = no_dropout(star_prompts, num_inference_steps=steps, guidance_scale=scale, generator=g(1),
+                          output_type="pt").images * 2 - 1
+reads_nd = lora.read_with_star(stars_nd)
+show_images(list(stars) + list(stars_nd), ncols=8, size=1.4,
+            titles=[f"shipped\\nread: {r['shape']}" for r in reads[:len(stars)]] +
+                   [f"no caption dropout\\nread: {r['shape']}" for r in reads_nd])"""),
+    md("""Guidance multiplies one thing: the gap between the caption's prediction and the empty prompt's. The cell below
+measures that gap directly, on 16 stars the training never had, noised to three levels, for both adapters."""),
+    code("""unseen = lora.star_pictures(16, seed=3)
+with torch.no_grad():
+    z0 = latents.encode(pipe.vae, unseen["images"], sample=False)      # scaled latents, the posterior mean
+noise = torch.randn(z0.shape, generator=g(4)).to(device)
+
+
+def guidance_gap(p, t):
+    \"\"\"|eps(caption) - eps(empty)| / |eps(empty)| at timestep t, over the 16 pictures.\"\"\"
+    z_t = p.scheduler.add_noise(z0, noise, torch.full((len(z0),), t, device=device))
+    with torch.no_grad():
+        eps = [p.unet(z_t, t, encoder_hidden_states=p.text_encoder(text.tokenize(p.tokenizer, c).to(device))[0]).sample
+               for c in (unseen["captions"], [""] * len(z0))]
+    return float((eps[0] - eps[1]).norm() / eps[1].norm())
+
+
+print(f"{'timestep':>10}{'shipped':>12}{'no caption dropout':>22}")
+for t in (200, 600, 900):
+    print(f"{t:>10}{guidance_gap(pipe, t):>12.3f}{guidance_gap(no_dropout, t):>22.3f}")"""),
+    md(PROSE["guidance"]),
     code("""with torch.no_grad():
     moon = pipe(["a red moon on a white background", "a blue moon on a black background"],
                 num_inference_steps=steps, guidance_scale=scale, generator=g(3), output_type="pt").images * 2 - 1
