@@ -237,9 +237,10 @@ def seam(results: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def edit_tasks(n: int, seed: int = 0, image_size: int = 32) -> dict:
-    """The two edits lesson 11 measures, on n generated pictures (plain captions) each:
+    """The two edits lesson 11 measures, on n generated pictures (plain captions) each, and a control:
     'replace': the shape's box masked, the prompt asks another color and another shape (same background);
-    'background': everything but the shape's box masked, the prompt asks the other background (same shape).
+    'background': everything but the shape's box masked, the prompt asks the other background (same shape);
+    'keep' (the control): background's pictures and masks with their own captions, so nothing is to change.
     Each: dict(images, masks, prompts, wanted (the reader's dicts), shapes (data.ShapesData))."""
     n = _checks.integer(n, "n", 1)
     seed = _checks.seed(seed)
@@ -263,6 +264,10 @@ def edit_tasks(n: int, seed: int = 0, image_size: int = 32) -> dict:
         out[task] = dict(images=found.images, masks=box if task == "replace" else 1 - box, wanted=wanted,
                          prompts=[data.shape_caption(w["shape"], w["color"], w["background"]) for w in wanted],
                          shapes=found)
+    same = out["background"]
+    out["keep"] = dict(same, wanted=[dict(a) for a in same["shapes"].attributes],
+                       prompts=[data.shape_caption(a["shape"], a["color"], a["background"])
+                                for a in same["shapes"].attributes])
     return out
 
 
@@ -272,14 +277,16 @@ def _row(estimate) -> dict:
 
 def measure_edits(pipe, tasks: dict, num_inference_steps: int = 25, guidance_scale: float = 7.5, seed: int = 0,
                   batch_size: int = 48) -> dict:
-    """Run both edit tasks (edit_tasks) through an inpainting pipeline and measure them, each share with its
+    """Run the edit tasks (edit_tasks) through an inpainting pipeline and measure them, each share with its
     Wilson 95% interval and the mean IoU with its bootstrap 95% interval (stats.Estimate.as_dict):
     replace: asked color, asked shape (evaluation.read_shapes), outside kept (mean change <= 24/255), seam;
-    background: new background read, shape kept (IoU >= 0.8), mean IoU, mean seam. Also returns the pictures."""
+    background: new background read, shape kept (IoU >= 0.8), mean IoU, mean seam; keep (when given): the
+    same, its background read as the caption's own. Also returns the pictures."""
     from .evaluation import read_shapes
 
-    if not isinstance(tasks, dict) or set(tasks) != {"replace", "background"}:
-        raise ValueError("tasks must be inpainting.edit_tasks(...)'s dict with 'replace' and 'background'")
+    if not isinstance(tasks, dict) or set(tasks) - {"keep"} != {"replace", "background"}:
+        raise ValueError("tasks must be inpainting.edit_tasks(...)'s dict with 'replace' and 'background' (and "
+                         "optionally 'keep')")
     seed = _checks.seed(seed)
     batch_size = _checks.integer(batch_size, "batch_size", 1)
     found, pictures = {}, {}
@@ -303,9 +310,10 @@ def measure_edits(pipe, tasks: dict, num_inference_steps: int = 25, guidance_sca
             idx = torch.tensor([data.SHAPES.index(a["shape"]) for a in shapes.attributes])
             original = data.shape_coverage(idx, shapes.geometry, shapes.images.shape[-1]) > 0.5
             overlap = iou(silhouettes(results, [w["color"] for w in t["wanted"]]), original)
-            found[task] = dict(
-                new_background=_row(proportion([r["background"] == w["background"]
-                                                for r, w in zip(reads, t["wanted"])])),
+            found[task] = {
+                "new_background" if task == "background" else "background_right": _row(proportion(
+                    [r["background"] == w["background"] for r, w in zip(reads, t["wanted"])]))}
+            found[task].update(
                 shape_kept=_row(proportion(overlap >= MIN_KEPT_IOU)),
                 mean_iou=bootstrap_interval(overlap.numpy(), seed=seed).as_dict(),
                 mean_seam=round(float(seams.mean()), 4))

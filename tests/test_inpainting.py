@@ -66,6 +66,21 @@ def test_measures_on_known_pictures():
     assert float(inpainting.seam(half, edge)) == pytest.approx(1.0)
 
 
+def test_the_keep_control_asks_for_nothing_new():
+    """edit_tasks' 'keep' control: the background edit's pictures and masks, each prompt its own picture's caption
+    (so nothing is to change), while 'background' asks the other background of the same shapes."""
+    from diffusion_lessons.evaluation import read_shapes
+
+    tasks = inpainting.edit_tasks(6, seed=5)
+    keep, back = tasks["keep"], tasks["background"]
+    assert torch.equal(keep["images"], back["images"]) and torch.equal(keep["masks"], back["masks"])
+    pick = lambda found: [{k: r[k] for k in ("shape", "color", "background")} for r in found]  # noqa: E731
+    assert pick(keep["wanted"]) == pick(read_shapes(keep["images"]))   # the reader agrees: the picture as it is
+    assert keep["prompts"] == [data.shape_caption(w["shape"], w["color"], w["background"]) for w in keep["wanted"]]
+    assert all(k["background"] != b["background"] and (k["shape"], k["color"]) == (b["shape"], b["color"])
+               for k, b in zip(keep["wanted"], back["wanted"]))
+
+
 def test_bad_masks_are_refused(pipe):
     tasks = inpainting.edit_tasks(2)["replace"]
     with pytest.raises(ValueError, match="masks"):

@@ -270,7 +270,7 @@ def test_part_three_recipes_tiny_runs_write_loadable_models(tmp_path):
     found = json.loads((out / "measurements.json").read_text())
     assert again["quality"] == found["inpainting_unet"] and found["model"] == "shapes-inpaint"
     assert found["inpainting_unet"]["background"]["mean_iou"]["n"] == 2 and "evaluated" in again
-    assert set(found["blending_base_model"]) == {"replace", "background", "settings"}
+    assert set(found["blending_base_model"]) == {"replace", "background", "keep", "settings"}
     out = tmp_path / "controlnet"
     shapes_controlnet.main([*TINY, "--n-train", "16", "--batch-size", "4", "--out", str(out)])
     cn = control.load_controlnet_pipeline(ROOT / "shapes-t2i", out)

@@ -277,7 +277,10 @@ Two edits, each on the same pictures for both ways (the shipped record, made by 
   the asked shape read inside the mask, the outside kept (mean change at most 24/255 per pixel), and the seam (the
   mean color jump across the mask's border).
 - **background**: everything *but* the shape's box masked, the prompt asks the other background. Measured: the new
-  background read, and the shape kept (its IoU with the original shape at least 0.8; the mean IoU too)."""),
+  background read, and the shape kept (its IoU with the original shape at least 0.8; the mean IoU too).
+- **keep**, a control: the background edit's pictures and masks, but each prompt is the picture's own caption, so
+  nothing is to change. It separates "the model cannot turn one background into another" from "the model cannot
+  keep what it is shown"."""),
     code("""def cell(row):
     return f"{row['value']:.2f} [{row['low']:.2f}, {row['high']:.2f}]" if isinstance(row, dict) else f"{row:.3f}"
 
@@ -288,7 +291,8 @@ print(f"n = {n} pictures per edit, {record['inpainting_unet']['settings']['num_i
       f"{record['inpainting_unet']['settings']['guidance_scale']}; shares with Wilson 95% intervals, the mean IoU "
       f"with a bootstrap 95% interval")
 for task, keys in (("replace", ("asked_color", "asked_shape", "outside_kept", "mean_outside_change", "mean_seam")),
-                   ("background", ("new_background", "shape_kept", "mean_iou", "mean_seam"))):
+                   ("background", ("new_background", "shape_kept", "mean_iou", "mean_seam")),
+                   ("keep", ("background_right", "shape_kept", "mean_iou", "mean_seam"))):
     print(f"\\n{task}:")
     print(f"  {'':<22}" + "".join(f"{w:>32}" for w in ways))
     for key in keys:
