@@ -306,7 +306,8 @@ for task in ("replace", "background"):
     b = inpainting.inpaint(inpaint_pipe, t["images"].to(device), t["masks"].to(device), t["prompts"], steps, scale,
                            torch.Generator().manual_seed(0)).cpu()
     rows += list(t["images"]) + list(t["masks"].repeat(1, 3, 1, 1) * 2 - 1) + list(a) + list(b)
-    titles += [p.replace(" on a", "\\non a") for p in t["prompts"]] + ["mask"] * 6 + ["blending"] * 6 + ["9-channel"] * 6
+    titles += [f"asked: {p.split()[1]} {p.split()[2]}\\non {p.split()[5]}" for p in t["prompts"]] + ["mask"] * 6 + \\
+        ["blending"] * 6 + ["9-channel"] * 6
 show_images(rows, titles=titles, ncols=6, size=1.35)"""),
     md(PROSE["inpainting"]),
     md("""## Exercises

@@ -26,8 +26,8 @@ LoRA files are made and loaded, and measures what it costs.
 - why the star had to be big (the VAE's round trip decides what the model can draw at all);
 - what the adapter buys and costs, measured: the star and its color, the old prompts (language drift) with and
   without DreamBooth's prior preservation, and rank 1, 4 and 16 against the adapter's size;
-- why an adapter on the text encoder needs caption dropout: guidance subtracts the empty prompt's prediction, and
-  the adapter moves that too.
+- why an adapter needs caption dropout: guidance subtracts the empty prompt's prediction, and the adapter moves
+  that too.
 """),
     code("""import json
 
@@ -39,6 +39,7 @@ from diffusion_lessons.device import pick_device
 from diffusion_lessons.measure import record_matches_model
 from diffusion_lessons.plotting import show_images
 from diffusion_lessons.pretrained import ROOT
+from diffusion_lessons.stats import bootstrap_interval
 from diffusion_lessons.t2i import load_pipeline
 
 book.show_time("13_lora")
@@ -152,7 +153,7 @@ show_images(list(stars) + list(old), ncols=8, size=1.4,
 The recipe trained six adapters with the same steps and seed (rank 1, 4 and 16 with prior preservation, rank 16
 without, all on the U-Net and the text encoder; and two controls of rank 16 with prior preservation: one on the
 U-Net alone, one without caption dropout) and measured each loaded into a fresh pipeline: the 8 star prompts (6 pictures each) read as a star and in
-the asked color, and the 24 old prompts (3 each) still read right (background, color and shape; a star drawn for
+the asked color (the color read, whatever the shape), and the 24 old prompts (3 each) still read right (background, color and shape; a star drawn for
 "circle" counts as wrong). DreamBooth's **prior preservation** trains, alongside the stars, on the base model's own
 pictures of the old prompts, so the adapter is told what *not* to change."""),
     code("""fmt = lambda r: f"{r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"  # noqa: E731
@@ -170,16 +171,18 @@ shipped = record["runs"][recipe["models"]["shipped"]]
 print(f"\\nthe shipped adapter (rank {shipped['rank']}): {shipped['adapter_bytes'] / 1024:.0f} KB, "
       f"{shipped['adapter_bytes'] / unet_bytes:.1%} of the full U-Net's {unet_bytes / 1e6:.1f} MB; "
       f"n = {shipped['star_read']['n']} star pictures, {shipped['base_prompts_right']['n']} old-prompt pictures, "
-      f"Wilson 95% intervals")"""),
+      f"Wilson 95% intervals")
+print(f"each adapter: {recipe['steps']} steps at learning rate {recipe['lr']}, batch {recipe['batch_size']} (half stars, "
+      f"half prior pictures), {recipe['caption_dropout']:.0%} of the captions dropped (the control: none)")"""),
     md(PROSE["table"]),
     md("""## 6. Why the adapter needs the empty prompt too
 
 Classifier-free guidance (lesson 05) draws with $\\hat\\epsilon = \\epsilon(\\varnothing) + s\\,(\\epsilon(\\text{caption}) -
 \\epsilon(\\varnothing))$ at $s = 7.5$: the unconditional prediction comes from the empty prompt, which goes through the
-same text encoder, now carrying a LoRA. The base model learned $\\epsilon(\\varnothing)$ because its recipe dropped a
-share of the captions. A LoRA trained only on captioned pictures never sees the empty prompt, yet changes its
-embedding all the same, so the unconditional prediction drifts untrained, and guidance multiplies the difference by
-7.5. The control below is the shipped recipe without caption dropout, measured at three guidance scales, then
+same text encoder and U-Net, both now carrying a LoRA. The base model learned $\\epsilon(\\varnothing)$ because its
+recipe dropped a share of the captions. An adapter trained only on captioned pictures never sees the empty prompt,
+yet changes its prediction all the same, and nothing trains what that prediction should now be; guidance then
+multiplies the difference by 7.5. The control below is the shipped recipe without caption dropout, measured at three guidance scales, then
 drawn beside the shipped adapter with the same prompts and seed."""),
     code("""print(f"{'adapter':<30}" + "".join(f"{'guidance ' + k:>20}" for k in shipped["star_read_by_guidance"]))
 for name, row in record["runs"].items():
@@ -197,7 +200,10 @@ show_images(list(stars) + list(stars_nd), ncols=8, size=1.4,
             titles=[f"shipped\\nread: {r['shape']}" for r in reads[:len(stars)]] +
                    [f"no caption dropout\\nread: {r['shape']}" for r in reads_nd])"""),
     md("""Guidance multiplies one thing: the gap between the caption's prediction and the empty prompt's. The cell below
-measures that gap directly, on 16 stars the training never had, noised to three levels, for both adapters."""),
+measures that gap directly, for both adapters, on 16 stars the training never had, noised to three timesteps
+(200: a little noise, where the points are drawn; 900: nearly all noise, where the layout is): per picture
+$\\lVert \\epsilon(\\text{caption}) - \\epsilon(\\varnothing) \\rVert / \\lVert \\epsilon(\\varnothing) \\rVert$, a
+ratio without units, its mean over the 16 with a bootstrap 95% interval."""),
     code("""unseen = lora.star_pictures(16, seed=3)
 with torch.no_grad():
     z0 = latents.encode(pipe.vae, unseen["images"], sample=False)      # scaled latents, the posterior mean
@@ -205,17 +211,18 @@ noise = torch.randn(z0.shape, generator=g(4)).to(device)
 
 
 def guidance_gap(p, t):
-    \"\"\"|eps(caption) - eps(empty)| / |eps(empty)| at timestep t, over the 16 pictures.\"\"\"
+    \"\"\"|eps(caption) - eps(empty)| / |eps(empty)| at timestep t, per picture, with its mean's bootstrap interval.\"\"\"
     z_t = p.scheduler.add_noise(z0, noise, torch.full((len(z0),), t, device=device))
     with torch.no_grad():
         eps = [p.unet(z_t, t, encoder_hidden_states=p.text_encoder(text.tokenize(p.tokenizer, c).to(device))[0]).sample
                for c in (unseen["captions"], [""] * len(z0))]
-    return float((eps[0] - eps[1]).norm() / eps[1].norm())
+    ratio = (eps[0] - eps[1]).flatten(1).norm(dim=1) / eps[1].flatten(1).norm(dim=1)
+    return fmt(bootstrap_interval(ratio.cpu().numpy()).as_dict())
 
 
-print(f"{'timestep':>10}{'shipped':>12}{'no caption dropout':>22}")
+print(f"{'timestep':>10}{'shipped':>22}{'no caption dropout':>22}")
 for t in (200, 600, 900):
-    print(f"{t:>10}{guidance_gap(pipe, t):>12.3f}{guidance_gap(no_dropout, t):>22.3f}")"""),
+    print(f"{t:>10}{guidance_gap(pipe, t):>22}{guidance_gap(no_dropout, t):>22}")"""),
     md(PROSE["guidance"]),
     code("""with torch.no_grad():
     moon = pipe(["a red moon on a white background", "a blue moon on a black background"],
@@ -234,7 +241,7 @@ show_images(list(moon) + list(moon_base), ncols=4, size=1.6,
    128 x 64 projection have, and a rank-16 one on 128 x 128? Check against `lora.lora_parameters` on a fresh `add_lora`.
 2. Why does $B = 0$ at the start matter, and what would go wrong with $A = 0$ and $B$ random instead?
 3. The adapter binds the star to `[UNK]`. Write down what a textual-inversion version would change: which weights
-   train, what is saved, and what "a red moon" would draw afterwards. Which row of the table is closest to it?
+   train, what is saved, and what "a red moon" would draw afterwards.
 4. Prior preservation trains on the base model's own pictures. Why the model's own pictures rather than fresh
    renders of circles, squares and triangles from the data generator? (Think about what "no change" means.)
 5. The decoder set the star's size (section 3). What would you fine-tune, and with what data, to teach the book's
