@@ -300,8 +300,9 @@ def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
     signs_recipe.main_char(["--steps", "2", "--batch-size", "4", "--skip-eval", "--vae", str(vae_out),
                             "--out", str(char_out)])
     assert not (char_out / "vae").is_symlink()            # --vae not a sibling of --out: copied
-    record = signs_recipe.main_word(["--steps", "2", "--batch-size", "4", "--words-per-set", "2",
-                                     "--vae", str(char_out), "--out", str(word_out)])
+    with pytest.warns(UserWarning, match="unknown words become"):     # word-level: an unseen word is [UNK]
+        record = signs_recipe.main_word(["--steps", "2", "--batch-size", "4", "--words-per-set", "2",
+                                         "--vae", str(char_out), "--out", str(word_out)])
     assert (word_out / "vae").is_symlink() and (word_out / "vae").resolve() == (char_out / "vae").resolve()
     found = json.loads((word_out / "measurements.json").read_text())
     assert found["seen"]["words"]["n"] == 2 and len(found["unseen"]["read"]) == 2
@@ -309,7 +310,8 @@ def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
     assert not set(found["unseen"]["asked"]) & set(signs.split_words()[0])
     assert record["quality"]["unseen"]["letters"] == found["unseen"]["letters"]
     assert (word_out / "train_words.txt").read_text().split() == signs.split_words()[0]
-    again = signs_recipe.main_word(["--evaluate-only", "--words-per-set", "2", "--out", str(word_out)])
+    with pytest.warns(UserWarning, match="unknown words become"):
+        again = signs_recipe.main_word(["--evaluate-only", "--words-per-set", "2", "--out", str(word_out)])
     assert again["quality"] == record["quality"] and "evaluated" in again       # same words, seeds: same reading
     assert json.loads((word_out / "recipe.json").read_text())["evaluated"] == again["evaluated"]
     for folder in (char_out, word_out):

@@ -7,9 +7,9 @@ projections (lora.add_lora) and one of the same rank on the text encoder's (lora
 "star" is not in the tokenizer's vocabulary and becomes [UNK], DreamBooth's rare identifier (lora's docstring).
 DreamBooth's prior preservation: each batch also holds the base model's own pictures of the 24 plain prompts
 (generated here first, 25 steps, guidance 7.5), loss = MSE(star half) + PRIOR_WEIGHT * MSE(prior half).
-Captions are dropped to the empty prompt CAPTION_DROPOUT of the time, as the base model was trained: the text
-encoder's LoRA also moves the empty prompt's embedding, which classifier-free guidance subtracts, and a
-never-trained unconditional prediction turns guidance 7.5 into over-cooked pictures.
+Captions are dropped to the empty prompt CAPTION_DROPOUT of the time, as the base model was trained: the
+adapter also moves the empty prompt's prediction, which classifier-free guidance subtracts, and a never-trained
+unconditional prediction turns guidance 7.5 into over-cooked pictures.
 
 Six runs, the same steps and seed: rank 1, 4 and 16 with prior preservation, rank 16 without, rank 16 with
 prior preservation on the U-Net alone (text encoder frozen: the control for what the text side adds), and rank
