@@ -181,6 +181,9 @@ def generate_steps(pipe, prompt: str | list[str], num_inference_steps: int = DEF
     latent, z0_pred the clean latent predicted at t). Steps 1-3 of the module docstring, with the pipeline's
     timesteps (pipe.scheduler.set_timesteps) and its starting noise. Bad arguments are refused at the call."""
     prompts = _check_generation(pipe, prompt, num_inference_steps, guidance_scale, generator, num_images_per_prompt)
+    if getattr(pipe, "caption_conditioning", None) == "pooled":
+        raise ValueError("pipe was trained on one pooled caption vector (its recipe.json says conditioning 'pooled'): "
+                         "this loop hands the U-Net the token sequence; draw it with pipeline_images(..., pooled=True)")
     sampler = sampler_for(pipe.scheduler)
     return _generate_steps(pipe, prompts, num_inference_steps, guidance_scale, generator, num_images_per_prompt,
                            sampler)

@@ -80,4 +80,6 @@ def test_the_pooled_model_is_drawn_only_the_pooled_way():
     out = t2i.pipeline_images(pooled, ["a red circle on a white background"], torch.Generator().manual_seed(0),
                               num_inference_steps=2, pooled=True)
     assert out.shape == (1, 3, scenes.SIZE, scenes.SIZE)
+    with pytest.raises(ValueError, match="pipe was trained on one pooled"):      # the package's own loop too
+        t2i.generate(pooled, "a red circle on a white background", num_inference_steps=2)
     assert t2i.load_pipeline(ROOT / "scenes-t2i").caption_conditioning == "sequence"
