@@ -182,8 +182,8 @@ Classifier-free guidance (lesson 05) draws with $\\hat\\epsilon = \\epsilon(\\va
 same text encoder and U-Net, both now carrying a LoRA. The base model learned $\\epsilon(\\varnothing)$ because its
 recipe dropped a share of the captions. An adapter trained only on captioned pictures never sees the empty prompt,
 yet changes its prediction all the same, and nothing trains what that prediction should now be; guidance then
-multiplies the difference by 7.5. The control below is the shipped recipe without caption dropout, measured at three guidance scales, then
-drawn beside the shipped adapter with the same prompts and seed."""),
+multiplies the difference by 7.5. The control below is the shipped recipe without caption dropout, measured at
+three guidance scales, then drawn beside the shipped adapter with the same prompts and seed."""),
     code("""print(f"{'adapter':<30}" + "".join(f"{'guidance ' + k:>20}" for k in shipped["star_read_by_guidance"]))
 for name, row in record["runs"].items():
     if "star_read_by_guidance" in row:
@@ -214,7 +214,7 @@ def guidance_gap(p, t):
     \"\"\"|eps(caption) - eps(empty)| / |eps(empty)| at timestep t, per picture, with its mean's bootstrap interval.\"\"\"
     z_t = p.scheduler.add_noise(z0, noise, torch.full((len(z0),), t, device=device))
     with torch.no_grad():
-        eps = [p.unet(z_t, t, encoder_hidden_states=p.text_encoder(text.tokenize(p.tokenizer, c).to(device))[0]).sample
+        eps = [p.unet(z_t, t, encoder_hidden_states=text.encode_prompts(p.tokenizer, p.text_encoder, c)).sample
                for c in (unseen["captions"], [""] * len(z0))]
     ratio = (eps[0] - eps[1]).flatten(1).norm(dim=1) / eps[1].flatten(1).norm(dim=1)
     return fmt(bootstrap_interval(ratio.cpu().numpy()).as_dict())
