@@ -108,3 +108,33 @@ def test_the_shipped_model_re_measures_within_its_record():
     found = inpainting.measure_edits(pipe, inpainting.edit_tasks(24, seed=100), seed=0)["measures"]
     for task, key in (("replace", "asked_color"), ("replace", "asked_shape"), ("background", "new_background")):
         assert found[task][key]["value"] >= record[task][key]["low"] - 0.1
+
+
+def test_the_inpainting_recipe_trains_v_as_diffusers_defines_it():
+    """The recipe's loss is the MSE to diffusers' v (the shipped scheduler's get_velocity, on the base model's
+    noise schedule), and the shipped scheduler reads the U-Net's output as v."""
+    from types import SimpleNamespace
+
+    from diffusers import DDIMScheduler
+
+    from diffusion_lessons.recipes import shapes_inpaint, shapes_t2i
+    from diffusion_lessons.schedules import make_schedule
+
+    g = torch.Generator().manual_seed(0)
+    z0, eps, out = (torch.randn(3, 4, 8, 8, generator=g) for _ in range(3))
+    t = torch.tensor([5, 500, 961])
+    seen = {}
+
+    def unet(x, timesteps, encoder_hidden_states):
+        seen.update(x=x, t=timesteps)
+        return SimpleNamespace(sample=out)
+
+    batch = dict(z0=z0, eps=eps, t=t, ids=torch.zeros(3, 2, dtype=torch.long), mask=torch.ones(3, 1, 8, 8),
+                 z_known=torch.full((3, 4, 8, 8), 2.0))
+    loss = shapes_inpaint.loss_fn(unet, lambda ids: (torch.zeros(len(ids), 2, 64),),
+                                  make_schedule(shapes_t2i.NOISE_SCHEDULE), batch)
+    scheduler = DDIMScheduler.from_pretrained(FOLDER, subfolder="scheduler")
+    assert scheduler.config.prediction_type == shapes_inpaint.PREDICTION_TYPE == "v_prediction"
+    torch.testing.assert_close(loss, torch.nn.functional.mse_loss(out, scheduler.get_velocity(z0, eps, t)))
+    torch.testing.assert_close(seen["x"][:, :4], scheduler.add_noise(z0, eps, t))   # the noisy latents first
+    assert bool((seen["x"][:, 4] == 1).all()) and bool((seen["x"][:, 5:] == 2).all())

@@ -10,10 +10,12 @@ encoder and VAE frozen, on captioned shapes with random masks (white = 1 = repai
     the known box, with the caption's background the target: the model learns to repaint every background
     pixel the caption contradicts, also those left inside the box, and to keep the shape's outline there;
   - 10% a random rectangle of latent cells; 15% the whole picture (plain text to image).
-loss = MSE(eps_theta([z_t, m, z_masked], t, text(caption)), eps) per picture, weighted by
-training.high_noise_weights (max(1, min(1 / SNR, 20)), normalised to mean 1 over the batch: the steps that
-place the outline count as much as the x0 error there says), captions dropped to "" 15% of the time (for
-guidance), EMA of the weights. Saves a StableDiffusionInpaintPipeline folder to OUT/ whose vae/, text_encoder/
+loss = MSE(v_theta([z_t, m, z_masked], t, text(caption)), v) with v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0
+(Salimans and Ho 2022): the inpainting U-Net predicts v, not the base model's eps (the saved scheduler says
+prediction_type 'v_prediction'). Where the noise is high, v is almost -z_0, so copying the known box's latents is
+what the network is asked for, and the v loss is the x0 loss there; in an eps target the box enters only times
+sqrt(SNR) (about a twelfth at the first sampling step), so an outline drawn wrong barely moves the eps loss.
+Captions dropped to "" 15% of the time (for guidance), EMA of the weights. Saves a StableDiffusionInpaintPipeline folder to OUT/ whose vae/, text_encoder/
 and tokenizer/ are links to the base folder's (shared, not copied; --copy-shared copies them), with
 recipe.json, measurements.json (inpainting.measure_edits on the two edits, for this model and for the base
 model's blending trick, side by side) and manifest.json. OUT: --out, default ./runs/shapes-inpaint-<timestamp>.
@@ -32,12 +34,12 @@ import torch
 from .. import data, device as _device, inpainting, latents, t2i, text
 from ..pretrained import ROOT
 from ..schedules import make_schedule
-from ..training import EMA, TrainingInterrupted, high_noise_weights, train_loop
+from ..training import EMA, TrainingInterrupted, loss_target, train_loop
 from . import common, shapes_t2i
 
 NAME = "shapes-inpaint"
 SETTINGS = {
-    "quick": dict(steps=2000, batch_size=64, n_train=10000, per_task=96),
+    "quick": dict(steps=4000, batch_size=32, n_train=10000, per_task=96),
     "full": dict(steps=6000, batch_size=128, n_train=40000, per_task=240),
 }
 BASE = ROOT / "shapes-t2i"
@@ -45,7 +47,7 @@ LR, WARMUP, EMA_DECAY = 1e-3, 50, 0.995
 LOOP = dict(weight_decay=0.0, warmup=WARMUP, max_grad_norm=1.0)
 MASK_ODDS = {"box": 0.25, "outside": 0.5, "rectangle": 0.1, "everything": 0.15}
 SWAP_SHARE = 0.8       # of the 'outside' masks: the known box shows the shape on the other background
-HIGH_NOISE_CAP = 20.0  # training.high_noise_weights' cap
+PREDICTION_TYPE = "v_prediction"   # what the inpainting U-Net predicts (the base predicts eps)
 CAPTION_DROPOUT = shapes_t2i.CAPTION_DROPOUT
 STEPS, GUIDANCE = 25, 7.5
 SHARED = ("vae", "text_encoder", "tokenizer")
@@ -119,22 +121,22 @@ def sample_batch(store: dict, vae, batch_size: int, generator: torch.Generator, 
 
 
 def loss_fn(unet, text_encoder, schedule, batch: dict) -> torch.Tensor:
-    """MSE between the noise and the 9-channel U-Net's prediction from [z_t, mask, masked latents] and text, each
-    picture's weighted by training.high_noise_weights (the weights normalised to mean 1)."""
+    """MSE between v (training.loss_target, PREDICTION_TYPE) and the 9-channel U-Net's prediction from
+    [z_t, mask, masked latents] and text."""
     dev = batch["z0"].device
     t, eps = batch["t"].to(dev), batch["eps"].to(dev)
     z_t = schedule.add_noise(batch["z0"], eps, t)
     with torch.no_grad():
         emb = text_encoder(batch["ids"])[0]
     pred = unet(torch.cat([z_t, batch["mask"], batch["z_known"]], dim=1), t, encoder_hidden_states=emb).sample
-    weights = high_noise_weights(schedule, t, HIGH_NOISE_CAP).to(dev)
-    return (((pred - eps) ** 2).mean(dim=(1, 2, 3)) * weights).sum() / weights.sum()
+    return torch.nn.functional.mse_loss(pred, loss_target(schedule, batch["z0"], eps, t, PREDICTION_TYPE))
 
 
 def save(base, unet, base_folder: Path, folder: Path, copy_shared: bool) -> None:
     """The StableDiffusionInpaintPipeline folder; the base's vae, text encoder and tokenizer linked (relative
     links, so the shipped folders share them) or copied."""
     pipe = inpainting.inpaint_pipeline(base, unet)
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=PREDICTION_TYPE)
     pipe.save_pretrained(folder, safe_serialization=True)
     if copy_shared:
         return
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             data=dict(kind="captioned shapes (data.make_shapes, caption_style='mixed') with random masks",
                       n_train=args.n_train, train_seed=args.seed, image_size=32, mask_odds=MASK_ODDS,
                       swap_share_of_outside=SWAP_SHARE, base=str(args.base)),
-            loss_weights=f"training.high_noise_weights, cap {HIGH_NOISE_CAP:g}, normalised to mean 1 per batch",
+            prediction_type=PREDICTION_TYPE, loss="MSE to v (training.loss_target), unweighted",
             models=dict(unet=dict(in_channels=9, parameters=sum(p.numel() for p in pipe.unet.parameters()),
                                   start="shapes-t2i's U-Net, conv_in widened with zero weights"),
                         shared=("copied" if args.copy_shared else "linked") + " from the base: " + ", ".join(SHARED)),

@@ -248,12 +248,18 @@ show_images([ask["images"][0], box[0].cpu().repeat(3, 1, 1) * 2 - 1, mine[0].cpu
 Stable Diffusion's inpainting model takes **9 input channels**: the 4 noisy latents, the mask downsampled to the
 latent size (1), and the latents of the masked picture (4, the picture with the masked part set to grey). It is
 fine-tuned from the text-to-image model with random masks; the weights of the 5 new input channels start at zero, so
-at the first step it predicts exactly what the base model predicts, and training only has to learn to *use* what it
-now sees. The book's recipe (`python -m diffusion_lessons.train shapes-inpaint`) does this to the shipped U-Net; the
-check below is the starting point. One change from the plain noise loss: each picture's loss is weighted by
-$\max(1, \min(1/\mathrm{SNR}_t, 20))$ (`training.high_noise_weights`). At high noise the noise-prediction loss
-barely notices a shape drawn in the wrong place, since the error in $x_0$ is divided by $1/\mathrm{SNR}_t$ there; the
-weight gives those steps, where the outline is placed, the weight the $x_0$ error would have."""),
+before fine-tuning its output is exactly the base model's, and training starts from a model that can already draw. The book's recipe (`python -m diffusion_lessons.train shapes-inpaint`) does this to the shipped U-Net; the
+check below is the starting point.
+
+One change from the base model: the inpainting U-Net learns to predict
+$v = \\sqrt{\\bar\\alpha_t}\\,\\epsilon - \\sqrt{1-\\bar\\alpha_t}\\,z_0$ (Salimans and Ho 2022) instead of the noise
+$\\epsilon$; its saved scheduler says `prediction_type="v_prediction"`, and the pipeline converts. The reason is the
+outline. The first denoising steps, at high noise, decide where the shape's edges go, and there the noise
+$\\epsilon = (z_t - \\sqrt{\\bar\\alpha_t}\\, z_0)/\\sqrt{1-\\bar\\alpha_t}$ holds the picture only times
+$\\sqrt{\\mathrm{SNR}_t}$ (printed below for the first step): a network that predicts $\\epsilon$ barely notices an
+outline drawn a pixel too wide. There $v$ is almost $-z_0$, so copying the known box's latents is exactly what it asks for; at low noise $v$ is
+almost $\\epsilon$. The widened U-Net still starts as the base model's (its output is read as $v$ from the first step
+on), so fine-tuning has two things to learn: to use the mask and the known picture, and to predict $v$."""),
     code("""wide = inpainting.inpaint_unet(pipe.unet)
 print(f"conv_in: {tuple(pipe.unet.conv_in.weight.shape)} -> {tuple(wide.conv_in.weight.shape)}; "
       f"the new channels' largest weight: {wide.conv_in.weight.detach()[:, 4:].abs().max():.1f}")
@@ -268,7 +274,12 @@ inpaint_pipe = inpainting.load_inpaint_pipeline(inpaint_folder, device)   # Stab
 print(f"the shipped inpainting pipeline: {type(inpaint_pipe).__name__}, U-Net with "
       f"{inpaint_pipe.unet.config.in_channels} input channels; vae/, text_encoder/, tokenizer/ shared with shapes-t2i")
 print(f"training masks: {recipe['data']['mask_odds']} ({recipe['data']['swap_share_of_outside']:.0%} of the 'outside' "
-      f"masks show the shape on the other background); loss weights: {recipe['loss_weights']}")"""),
+      f"masks show the shape on the other background)")
+inpaint_pipe.scheduler.set_timesteps(steps)
+first = int(inpaint_pipe.scheduler.timesteps[0])
+abar = float(inpaint_pipe.scheduler.alphas_cumprod[first])
+print(f"it predicts {inpaint_pipe.scheduler.config.prediction_type} (loss: {recipe['loss']}); at the first of {steps} "
+      f"steps, t = {first}, sqrt(SNR) = {(abar / (1 - abar)) ** 0.5:.3f}: the share of z_0 in the noise")"""),
     md("""## 6. The two ways, measured side by side
 
 Two edits, each on the same pictures for both ways (the shipped record, made by the recipe on 96 pictures per edit):
@@ -323,6 +334,10 @@ show_images(rows, titles=titles, ncols=6, size=1.35)"""),
    did it draw, and why can a model that never sees the mask not do better?
 5. The recipe shows the inpainting U-Net, most of the time, the shape on the *other* background in the known box.
    What would the background edit look like without that, and why?
+6. Set `PREDICTION_TYPE = "epsilon"` in `diffusion_lessons/recipes/shapes_inpaint.py` (the base model's own
+   target), train with `python -m diffusion_lessons.train shapes-inpaint --out runs/inpaint-eps` (about a quarter of an
+   hour on a laptop CPU) and compare its background edit and keep control with the shipped model's
+   (`runs/inpaint-eps/measurements.json`). Where do the pictures differ: in the shape's place or in its outline?
 """),
 ]
 
