@@ -82,16 +82,6 @@ def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float | Non
     return clipped  # x0 prediction: the x0 loss is SNR times the eps loss
 
 
-def high_noise_weights(schedule: NoiseSchedule, t: torch.Tensor, cap: float) -> torch.Tensor:
-    """Loss weights max(1, min(1 / SNR, cap)) for the eps loss: 1 where the noise is low, the x0 loss's own weight
-    1 / SNR (capped) where it is high. The eps loss hardly feels a wrong layout at high noise (x0's error is
-    divided by 1 / SNR there); these weights make the steps that decide the layout count (the inverse emphasis
-    of min_snr_weights, which quiets the low-noise steps)."""
-    _checks.number(cap, "cap", above=0)
-    t = schedule.check_t(t)
-    return (1 / schedule.snr[t.cpu()].float()).clamp(min=1.0, max=max(1.0, float(cap)))
-
-
 def draw_noise(schedule: NoiseSchedule, x0: torch.Tensor, labels: torch.Tensor | None = None, p_uncond: float = 0.0,
                generator: torch.Generator | None = None, t: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The randomness of one diffusion_loss batch, in this order: t ~ U{0..T-1} (unless given), eps ~ N(0, I)

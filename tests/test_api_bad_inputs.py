@@ -418,8 +418,6 @@ BAD_INPUTS: dict[str, list] = {
                                                                                   "v")),
                              case("eps", lambda: training.loss_target(F().schedule, F().x, F().other, F().t))],
     "training.min_snr_weights": [case("gamma", lambda: training.min_snr_weights(F().schedule, F().t, -1.0))],
-    "training.high_noise_weights": [case("cap", lambda: training.high_noise_weights(F().schedule, F().t, 0.0)),
-                                    case("t", lambda: training.high_noise_weights(F().schedule, torch.tensor([5000]), 20.0))],
     "training.draw_noise": [case("labels", lambda: training.draw_noise(F().schedule, F().x, torch.tensor([1, 12]))),
                             case("p_uncond", lambda: training.draw_noise(F().schedule, F().x, F().labels, 2.0))],
     "training.noise_loss": [case("prediction_type", lambda: training.noise_loss(F().tiny, F().schedule, F().x, F().t,

@@ -346,16 +346,3 @@ def test_train_loop_betas_reach_adamw_and_the_callback_sees_every_step():
         with pytest.raises(ValueError, match=match):
             train_loop(model, lambda x: model(x).sum(), batch_fn, steps=1, lr=0.1,
                        generator=torch.Generator().manual_seed(0), progress=False, **bad)
-
-
-def test_high_noise_weights_are_the_capped_x0_weight_and_one_at_low_noise():
-    """max(1, min(1 / SNR, cap)), with SNR = alpha_bar / (1 - alpha_bar) from the schedule's own alphas_cumprod."""
-    from diffusion_lessons.training import high_noise_weights
-
-    schedule = make_schedule("scaled_linear")
-    t = torch.tensor([0, 50, 300, 500, 700, 999])
-    abar = schedule.alphas_cumprod[t].double()
-    want = ((1 - abar) / abar).clamp(min=1.0, max=20.0).float()
-    torch.testing.assert_close(high_noise_weights(schedule, t, 20.0), want)
-    w = high_noise_weights(schedule, torch.arange(1000), 20.0)
-    assert w[0] == 1.0 and w[-1] == 20.0 and bool((w[1:] >= w[:-1]).all())
