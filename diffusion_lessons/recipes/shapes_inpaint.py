@@ -12,10 +12,11 @@ encoder and VAE frozen, on captioned shapes with random masks (white = 1 = repai
   - 10% a random rectangle of latent cells; 15% the whole picture (plain text to image).
 loss = MSE(v_theta([z_t, m, z_masked], t, text(caption)), v) with v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0
 (Salimans and Ho 2022): the inpainting U-Net predicts v, not the base model's eps (the saved scheduler says
-prediction_type 'v_prediction'). Where the noise is high, v is almost -z_0, so copying the known box's latents is
-what the network is asked for, and the v loss is the x0 loss there; in an eps target the box enters only times
-sqrt(SNR) (about a twelfth at the first sampling step), so an outline drawn wrong barely moves the eps loss.
-Captions dropped to "" 15% of the time (for guidance), EMA of the weights. Saves a StableDiffusionInpaintPipeline folder to OUT/ whose vae/, text_encoder/
+prediction_type 'v_prediction'). Where the noise is high, v is almost -z_0: the network is asked for the
+picture's latents directly (the known box shows their outline), and the v loss is the x0 loss there. With z_t
+given, an error delta in z_0 moves the eps target by only sqrt(SNR) delta (about a twelfth of it at the first
+sampling step), so an outline drawn wrong barely moves the eps loss. Captions dropped to "" 15% of the time (for
+guidance), EMA of the weights. Saves a StableDiffusionInpaintPipeline folder to OUT/ whose vae/, text_encoder/
 and tokenizer/ are links to the base folder's (shared, not copied; --copy-shared copies them), with
 recipe.json, measurements.json (inpainting.measure_edits on the two edits, for this model and for the base
 model's blending trick, side by side) and manifest.json. OUT: --out, default ./runs/shapes-inpaint-<timestamp>.
