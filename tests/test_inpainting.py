@@ -137,4 +137,5 @@ def test_the_inpainting_recipe_trains_v_as_diffusers_defines_it():
     assert scheduler.config.prediction_type == shapes_inpaint.PREDICTION_TYPE == "v_prediction"
     torch.testing.assert_close(loss, torch.nn.functional.mse_loss(out, scheduler.get_velocity(z0, eps, t)))
     torch.testing.assert_close(seen["x"][:, :4], scheduler.add_noise(z0, eps, t))   # the noisy latents first
+    assert torch.equal(seen["t"], t)
     assert bool((seen["x"][:, 4] == 1).all()) and bool((seen["x"][:, 5:] == 2).all())
