@@ -280,6 +280,37 @@ def check(read: dict, scene: Scene) -> dict[str, bool]:
     return out
 
 
+MISTAKES = ("none", "colors swapped", "shape copied", "color copied", "shape missing", "extra shape", "other")
+
+
+def object_mistake(read: dict, scene: Scene) -> str:
+    """What went wrong with the objects of a two-shape scene (binding or relation; the background and the
+    relation are not looked at), one of MISTAKES: 'none' (exactly the asked objects); 'colors swapped' (both
+    shapes, each in the other's color); 'shape copied' (two shapes in the two asked colors, but both the same
+    asked shape: one object's shape leaked into the other); 'color copied' (the two asked shapes, both in the same
+    asked color); 'shape missing' (fewer than two shapes: one was neglected); 'extra shape' (more than two);
+    'other' (two shapes wrong in some other way)."""
+    if not isinstance(scene, Scene) or not isinstance(read, dict) or "things" not in read:
+        raise ValueError("read must be one reading of read_scenes and scene a Scene")
+    if len(scene.things) != 2 or scene.kind not in ("binding", "relation"):
+        raise ValueError(f"scene must be a binding or relation scene (two shapes), got a {scene.kind} scene "
+                         f"with {len(scene.things)} shapes")
+    got = sorted((t["shape"], t["color"]) for t in read["things"])
+    a, b = scene.things
+    if got == sorted([(a.shape, a.color), (b.shape, b.color)]):
+        return "none"
+    if len(got) != 2:
+        return "shape missing" if len(got) < 2 else "extra shape"
+    if got == sorted([(a.shape, b.color), (b.shape, a.color)]):
+        return "colors swapped"
+    (s1, c1), (s2, c2) = got
+    if sorted([c1, c2]) == sorted([a.color, b.color]) and s1 == s2 and s1 in (a.shape, b.shape):
+        return "shape copied"
+    if sorted([s1, s2]) == sorted([a.shape, b.shape]) and c1 == c2 and c1 in (a.color, b.color):
+        return "color copied"
+    return "other"
+
+
 def score(images: torch.Tensor, scenes: list[Scene]) -> dict[str, dict]:
     """Read the pictures and score them against their scenes, per kind: the share right (Wilson 95% interval)
     and, for the two-shape kinds, the share with the colors swapped."""

@@ -617,6 +617,9 @@ BAD_INPUTS: dict[str, list] = {
     "scenes.read_scenes": [case("images", lambda: scenes.read_scenes(torch.zeros(1, 4, 8, 8)))],
     "scenes.check": [case("scene", lambda: scenes.check({"things": []}, "scene"))],
     "scenes.score": [case("scenes", lambda: scenes.score(torch.zeros(2, 3, 64, 64), []))],
+    "scenes.object_mistake": [case("scene", lambda: scenes.object_mistake({"things": []}, "scene")),
+                              case("scene", lambda: scenes.object_mistake(
+                                  {"things": []}, scenes.random_scene("single", gen())))],
     "scenes.reworded": [case("scene", lambda: scenes.reworded("a red circle")),
                         case("scene", lambda: scenes.reworded(scenes.random_scene("single", gen())))],
     "attention.record_cross_attention": [

@@ -297,9 +297,12 @@ def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
     vae_out, char_out, word_out = tmp_path / "runs" / "signs-vae", tmp_path / "signs-char", tmp_path / "signs-word"
     record = signs_recipe.vae_main(["--steps", "2", "--batch-size", "4", "--out", str(vae_out)])
     assert set(record["quality"]) == {"seen", "unseen"} and record["quality"]["seen"]["words"]["n"] == 500
-    signs_recipe.main_char(["--steps", "2", "--batch-size", "4", "--skip-eval", "--vae", str(vae_out),
-                            "--out", str(char_out)])
+    char = signs_recipe.main_char(["--steps", "2", "--batch-size", "4", "--skip-eval", "--vae", str(vae_out),
+                                   "--prediction-type", "v_prediction", "--out", str(char_out)])
     assert not (char_out / "vae").is_symlink()            # --vae not a sibling of --out: copied
+    assert char["prediction_type"] == "v_prediction" and "--prediction-type v_prediction" in char["command"]
+    assert json.loads((char_out / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == \
+        "v_prediction"
     with pytest.warns(UserWarning, match="unknown words become"):     # word-level: an unseen word is [UNK]
         record = signs_recipe.main_word(["--steps", "2", "--batch-size", "4", "--words-per-set", "2",
                                          "--vae", str(char_out), "--out", str(word_out)])
@@ -309,6 +312,8 @@ def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
     assert set(found["seen"]["asked"]) <= set(signs.split_words()[0])
     assert not set(found["unseen"]["asked"]) & set(signs.split_words()[0])
     assert record["quality"]["unseen"]["letters"] == found["unseen"]["letters"]
+    assert record["prediction_type"] == signs_recipe.PREDICTION_TYPE == "epsilon"
+    assert "--prediction-type" not in record["command"]          # the default: the shipped commands unchanged
     assert (word_out / "train_words.txt").read_text().split() == signs.split_words()[0]
     with pytest.warns(UserWarning, match="unknown words become"):
         again = signs_recipe.main_word(["--evaluate-only", "--words-per-set", "2", "--out", str(word_out)])
@@ -352,14 +357,21 @@ def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path, monkeypatc
         scenes.reworded(s).caption for s in scenes_recipe.test_scenes("relation", 2, 0)]
     assert record["quality"]["binding"]["right"] == {k: v for k, v in found["main"]["binding"]["right"].items()
                                                      if k != "each"}
+    assert record["prediction_type"] == scenes_recipe.PREDICTION_TYPE == "v_prediction"
+    assert "--prediction-type v_prediction" in record["command"]
+    saved = json.loads((causal_out / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["prediction_type"] == "v_prediction"
     again = scenes_recipe.main(["--evaluate-only", "--prompts-per-kind", "2", "--out", str(causal_out)])
     assert again["quality"] == record["quality"] and "evaluated" in again
     pooled_out, drawn = tmp_path / "pooled", []
     real_draw = scenes_recipe.draw
     monkeypatch.setattr(scenes_recipe, "draw", lambda *a, **k: drawn.append(k.get("pooled")) or real_draw(*a, **k))
     record = scenes_recipe.main([*tiny, "--conditioning", "pooled", "--skip-eval", "--vae", str(bi_out),
-                                 "--out", str(pooled_out)])
+                                 "--prediction-type", "epsilon", "--out", str(pooled_out)])
     assert record["conditioning"] == "pooled" and "--conditioning pooled" in record["command"] and not drawn
+    assert record["prediction_type"] == "epsilon" and "--prediction-type epsilon" in record["command"]
+    assert json.loads((pooled_out / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == \
+        "epsilon"
     scenes_recipe.main(["--evaluate-only", "--prompts-per-kind", "2", "--out", str(pooled_out)])   # reads the record
     assert json.loads((pooled_out / "measurements.json").read_text())["model"] == "scenes-t2i-pooled"
     assert len(drawn) > 2 and all(drawn)

@@ -85,6 +85,52 @@ def test_the_reader_reads_wrong_pictures_as_wrong(data):
     assert [scenes.check(r, s)["right"] for r, s in zip(scenes.read_scenes(blank), data.scenes[:2])] == [False, False]
 
 
+def _at(thing):
+    return thing.cx, thing.cy, thing.r
+
+
+def test_object_mistakes_are_told_apart(data):
+    """Each way of drawing a two-shape scene wrong, rendered and read back, gets its own label; the right
+    picture gets 'none' (whatever the relation)."""
+    def mistakes(scenes_drawn, asked):
+        return [scenes.object_mistake(r, s) for r, s in zip(scenes.read_scenes(scenes.render(scenes_drawn)), asked)]
+
+    two = [s for s in data.scenes if s.kind in ("binding", "relation")][:12]
+    assert set(mistakes(two, two)) == {"none"}
+    assert set(mistakes([_swap_colors(s) for s in two], two)) == {"colors swapped"}
+
+    def redrawn(s, things):
+        return Scene(s.kind, s.background, things, s.relation)
+
+    def copy_shape(s):
+        a, b = s.things
+        return redrawn(s, [a, Thing(a.shape, b.color, b.cx, b.cy, b.r)])
+
+    def copy_color(s):
+        a, b = s.things
+        return redrawn(s, [Thing(a.shape, b.color, a.cx, a.cy, a.r), b])
+
+    def other(s):
+        a, b = s.things
+        left = next(c for c in ("red", "green", "blue", "yellow") if c not in (a.color, b.color))
+        return redrawn(s, [Thing(a.shape, left, a.cx, a.cy, a.r), b])
+
+    assert set(mistakes([copy_shape(s) for s in two], two)) == {"shape copied"}
+    assert set(mistakes([copy_color(s) for s in two], two)) == {"color copied"}
+    assert set(mistakes([redrawn(s, s.things[:1]) for s in two], two)) == {"shape missing"}
+    assert set(mistakes([other(s) for s in two], two)) == {"other"}
+    threes = [s for s in data.scenes if s.kind == "counting" and len(s.things) == 3][:6]   # three places apart
+    asked = [Scene("binding", s.background, [Thing("circle", "red", *_at(s.things[0])),
+                                              Thing("square", "blue", *_at(s.things[1]))]) for s in threes]
+    more = [Scene("binding", s.background, a.things + [Thing("triangle", "green", *_at(s.things[2]))])
+            for s, a in zip(threes, asked)]
+    assert len(threes) >= 3 and set(mistakes(more, asked)) == {"extra shape"}
+    assert set(scenes.MISTAKES) >= {"none", "colors swapped", "shape copied", "color copied", "shape missing",
+                                    "extra shape", "other"}
+    with pytest.raises(ValueError, match="scene"):
+        scenes.object_mistake({"things": []}, threes[0])
+
+
 def test_the_vocabulary_covers_every_caption_and_nothing_else(data):
     words = scenes.caption_words()
     used = {w for c in data.captions for w in c.split()}

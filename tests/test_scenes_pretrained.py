@@ -83,3 +83,44 @@ def test_the_pooled_model_is_drawn_only_the_pooled_way():
     with pytest.raises(ValueError, match="pipe was trained on one pooled"):      # the package's own loop too
         t2i.generate(pooled, "a red circle on a white background", num_inference_steps=2)
     assert t2i.load_pipeline(ROOT / "scenes-t2i").caption_conditioning == "sequence"
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_the_recipe_loss_is_the_mse_to_diffusers_target(prediction_type):
+    """shapes_t2i.loss_fn (every scenes and signs recipe's loss): the MSE between the U-Net's output on
+    diffusers' noisy latents at the batch's timesteps and eps, or v as the scheduler's get_velocity defines it."""
+    from types import SimpleNamespace
+
+    from diffusers import DDIMScheduler
+
+    from diffusion_lessons import t2i
+    from diffusion_lessons.recipes import shapes_t2i
+    from diffusion_lessons.schedules import make_schedule
+
+    g = torch.Generator().manual_seed(0)
+    z0, eps, out = (torch.randn(3, 4, 16, 16, generator=g) for _ in range(3))
+    t, seen = torch.tensor([5, 500, 961]), {}
+
+    def unet(x, timesteps, encoder_hidden_states):
+        seen.update(x=x, t=timesteps)
+        return SimpleNamespace(sample=out)
+
+    trained = dict(unet=unet, text_encoder=lambda ids: (torch.zeros(len(ids), 2, 64),))
+    batch = dict(z0=z0, eps=eps, t=t, ids=torch.zeros(3, 2, dtype=torch.long))
+    loss = shapes_t2i.loss_fn(trained, make_schedule(shapes_t2i.NOISE_SCHEDULE), batch,
+                              prediction_type=prediction_type)
+    scheduler = t2i.build_scheduler()
+    assert isinstance(scheduler, DDIMScheduler)
+    target = eps if prediction_type == "epsilon" else scheduler.get_velocity(z0, eps, t)
+    torch.testing.assert_close(loss, torch.nn.functional.mse_loss(out, target))
+    torch.testing.assert_close(seen["x"], scheduler.add_noise(z0, eps, t))
+    assert torch.equal(seen["t"], t)
+
+
+def test_the_shipped_scenes_models_say_what_their_unet_predicts():
+    """Every shipped scenes model was trained to predict v, and its scheduler (what plain diffusers reads) says so."""
+    for folder in ("scenes-t2i", "scenes-t2i-causal", "scenes-t2i-w256", "scenes-t2i-pooled"):
+        record = json.loads((ROOT / folder / "recipe.json").read_text())
+        saved = json.loads((ROOT / folder / "scheduler" / "scheduler_config.json").read_text())
+        assert record["prediction_type"] == saved["prediction_type"] == "v_prediction", folder
+        assert "--prediction-type v_prediction" in record["command"], folder

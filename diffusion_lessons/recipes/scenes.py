@@ -7,10 +7,13 @@ python -m diffusion_lessons.train scenes-vae
     reading its reconstructions of held-out scenes with the scenes reader.
 python -m diffusion_lessons.train scenes-t2i [--encoder bidirectional|causal] [--encoder-width W]
                                             [--conditioning sequence|pooled] [--vae FOLDER]
+                                            [--prediction-type v_prediction|epsilon]
     The scenes tokenizer (word level, scenes.caption_words), a fresh text encoder of that kind
     (text.build_text_encoder: a causal CLIPTextModel or a bidirectional T5EncoderModel of the same width, depth
-    and heads) and models.build_scenes_unet trained jointly as shapes-t2i trains (the same loss, caption
-    dropout, EMA and schedule) on --n-train scenes of all four caption kinds, with the same seed, steps and data
+    and heads) and models.build_scenes_unet trained jointly as shapes-t2i trains (caption dropout, EMA and
+    schedule), the U-Net predicting v (--prediction-type, default v_prediction; the saved scheduler says so:
+    at high noise v is almost -z0, so the loss asks where the shapes go, which an eps loss barely feels), on
+    --n-train scenes of all four caption kinds, with the same seed, steps and data
     for both encoders. Writes a StableDiffusionPipeline folder with recipe.json and measurements.json (binding,
     relations, counting and single shapes at 25 steps; the guidance sweep; the reworded captions). --vae: the
     scenes-vae run's folder or a trained scenes model's (default: the newest ./runs/scenes-vae-*); when it is a
@@ -47,6 +50,7 @@ STEPS, GUIDANCE = 25, 7.5
 GUIDANCE_SWEEP = (1.0, 3.0, 7.5, 12.0)
 MEASURED_KINDS = ("binding", "relation", "counting")
 CONDITIONINGS = ("sequence", "pooled")
+PREDICTION_TYPE = "v_prediction"  # what the U-Net predicts (--prediction-type); the saved scheduler says so
 OUTPUTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "model_index.json", "recipe.json",
            vae_recipe.RECORD, "measurements.json")
 BASE_VAE = PRETRAINED / "shapes-t2i" / "vae"
@@ -127,10 +131,15 @@ def draw(pipe, prompts: list[str], seed: int, guidance_scale: float = GUIDANCE, 
 
 def rates(images: torch.Tensor, chosen: list) -> dict:
     """The reader's verdicts on pictures of the chosen scenes: each check's share (Wilson 95%), and the
-    verdicts themselves (lists of 0/1, for the lesson's own breakdowns)."""
-    checks = [scenes.check(r, s) for r, s in zip(scenes.read_scenes(images), chosen)]
-    return {key: dict(**stats.proportion([c[key] for c in checks]).as_dict(), each=[int(c[key]) for c in checks])
-            for key in checks[0]}
+    verdicts themselves (lists of 0/1, for the lesson's own breakdowns); for two-shape scenes also 'mistake',
+    each picture's scenes.object_mistake."""
+    reads = scenes.read_scenes(images)
+    checks = [scenes.check(r, s) for r, s in zip(reads, chosen)]
+    found = {key: dict(**stats.proportion([c[key] for c in checks]).as_dict(), each=[int(c[key]) for c in checks])
+             for key in checks[0]}
+    if all(s.kind in ("binding", "relation") for s in chosen):
+        found["mistake"] = [scenes.object_mistake(r, s) for r, s in zip(reads, chosen)]
+    return found
 
 
 def measure(pipe, seed: int, n: int, pooled: bool = False) -> dict:
@@ -184,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--conditioning", choices=CONDITIONINGS, default="sequence",
                         help="what the U-Net reads: the token sequence (default) or its pooled vector (the mean of "
                              "the token states; the pooled-vector experiment)")
+    shapes_t2i.add_prediction_type(parser, PREDICTION_TYPE)
     parser.add_argument("--vae", type=Path, default=None,
                         help="the scenes-vae run's folder (holds vae/); default: the newest ./runs/scenes-vae-*")
     parser.add_argument("--evaluate-only", action="store_true",
@@ -210,13 +220,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     data = scenes.make_scenes(args.n_train, generator=_device.make_generator(args.seed))
     try:
         averaged, history, train_s = shapes_t2i.train(parts, args, dev, generator, accelerator, shapes=data,
-                                                      name=name, settings=SETTINGS, pooled=pooled)
+                                                      name=name, settings=SETTINGS, pooled=pooled,
+                                                      prediction_type=args.prediction_type)
     except TrainingInterrupted as err:
         raise common.interrupted(err, name) from None
     if not accelerator.is_main_process:
         return None
     with common.publish(args.out, args.keep_checkpoints) as folder:
-        shapes_t2i.save(parts, averaged, folder)
+        shapes_t2i.save(parts, averaged, folder, args.prediction_type)
         signs_recipe.link_vae(folder_vae, args.out, folder)
         t_eval = time.perf_counter()
         pipe = t2i.load_pipeline(folder, dev)
@@ -230,8 +241,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                       n_train=args.n_train, train_seed=args.seed, image_size=scenes.SIZE,
                       latents="4x16x16, scaled VAE samples"),
             options=f"--encoder {args.encoder} --encoder-width {args.encoder_width}"
-                    + ("" if not pooled else f" --conditioning {args.conditioning}"),
+                    + ("" if not pooled else f" --conditioning {args.conditioning}")
+                    + f" --prediction-type {args.prediction_type}",
             encoder=args.encoder, encoder_width=args.encoder_width, conditioning=args.conditioning,
+            prediction_type=args.prediction_type, loss=f"MSE to {args.prediction_type} (training.loss_target)",
             models=dict(unet=dict(config=dict(models.SCENES_UNET_CONFIG, cross_attention_dim=args.encoder_width),
                                   parameters=models.count_parameters(pipe.unet)),
                         text_encoder=dict(kind=args.encoder, cls=type(pipe.text_encoder).__name__,
@@ -241,7 +254,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                                           parameters=models.count_parameters(pipe.text_encoder)),
                         tokenizer=dict(kind="word level", vocab_size=len(tokenizer),
                                        max_length=tokenizer.model_max_length),
-                        scheduler="DDIMScheduler, scaled_linear 0.00085..0.012, 1000 train steps"),
+                        scheduler="DDIMScheduler, scaled_linear 0.00085..0.012, 1000 train steps, "
+                                  f"prediction_type {args.prediction_type}"),
             caption_dropout=shapes_t2i.CAPTION_DROPOUT)
         common.write_record(record, folder / "recipe.json")
         if found is not None:

@@ -22,7 +22,7 @@ import torch
 
 from .. import data, device as _device, evaluation, latents, models, t2i, text
 from ..schedules import make_schedule
-from ..training import EMA, TrainingInterrupted, train_loop, training_device
+from ..training import EMA, TrainingInterrupted, loss_target, train_loop, training_device
 from . import common
 from .vae import RECORD as VAE_RECORD
 
@@ -35,6 +35,16 @@ LOOP = dict(weight_decay=0.0, warmup=WARMUP, max_grad_norm=GRAD_CLIP)  # train_l
 NOISE_SCHEDULE = "scaled_linear"  # Stable Diffusion's: betas 0.00085..0.012, T = 1000
 OUTPUTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "model_index.json", "recipe.json", VAE_RECORD,
            "measurements.json")  # what OUT holds
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")   # what a text-to-image recipe's U-Net may learn to predict
+
+
+def add_prediction_type(parser: argparse.ArgumentParser, default: str) -> None:
+    """--prediction-type: what the U-Net learns to predict (loss_fn), written into the saved scheduler (save)."""
+    parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=default,
+                        help=f"what the U-Net learns to predict: the noise (epsilon) or v (v_prediction); "
+                             f"default {default}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,9 +87,11 @@ def sample_batch(store: dict, batch_size: int, generator: torch.Generator, num_s
     return dict(z0=z0, ids=ids, t=t, eps=eps)
 
 
-def loss_fn(trained: torch.nn.ModuleDict, schedule, batch: dict, pooled: bool = False) -> torch.Tensor:
-    """One denoising loss on a batch: z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps; predict eps from text
-    (the token sequence, or with pooled=True its pooled vector, text.pool_embeddings)."""
+def loss_fn(trained: torch.nn.ModuleDict, schedule, batch: dict, pooled: bool = False,
+            prediction_type: str = "epsilon") -> torch.Tensor:
+    """One denoising loss on a batch: z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps; predict from text (the
+    token sequence, or with pooled=True its pooled vector, text.pool_embeddings) the prediction_type's target
+    (training.loss_target: eps, or v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0 for "v_prediction")."""
     z0, ids = batch["z0"], batch["ids"]
     dev = z0.device
     t, eps = batch["t"].to(dev), batch["eps"].to(dev)
@@ -87,8 +99,8 @@ def loss_fn(trained: torch.nn.ModuleDict, schedule, batch: dict, pooled: bool = 
     emb = trained["text_encoder"](ids)[0]
     if pooled:
         emb = text.pool_embeddings(emb, ids)
-    eps_pred = trained["unet"](z_t, t, encoder_hidden_states=emb).sample
-    return torch.nn.functional.mse_loss(eps_pred, eps)
+    pred = trained["unet"](z_t, t, encoder_hidden_states=emb).sample
+    return torch.nn.functional.mse_loss(pred, loss_target(schedule, z0, eps, t, prediction_type))
 
 
 def generation_seconds(pipe, repeats: int = 3) -> float:
@@ -148,11 +160,12 @@ def load_parts(args: argparse.Namespace, dev: torch.device, words: list[str] | N
 
 def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: torch.Generator,
           accelerator=None, shapes: data.ShapesData | None = None, name: str = "shapes-t2i",
-          settings: dict | None = None, pooled: bool = False) -> tuple:
+          settings: dict | None = None, pooled: bool = False, prediction_type: str = "epsilon") -> tuple:
     """Encode the training set (shapes, default data.make_shapes(--n-train) from the seed) once, then
     train_loop (under `accelerator`, with the run's checkpoints, when given); returns (EMA of the pair, loss
     history, seconds). settings: the recipe's SETTINGS, for its checkpoints (default shapes-t2i's); pooled:
-    the U-Net sees the caption's pooled vector (loss_fn)."""
+    the U-Net sees the caption's pooled vector (loss_fn); prediction_type: what the U-Net learns to predict
+    ("epsilon" or "v_prediction", loss_fn)."""
     images = data.make_shapes(args.n_train, generator=_device.make_generator(args.seed)) if shapes is None else shapes
     mean, std = encode_dataset(parts["vae"], images.images.to(dev))
     store = dict(mean=mean, std=std, scaling_factor=parts["vae"].config.scaling_factor,
@@ -163,7 +176,7 @@ def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: t
     start = time.perf_counter()
     checkpointing = (common.checkpointing(args, settings or SETTINGS, vae=str(parts["vae_folder"]))
                      if accelerator else None)
-    history = train_loop(trained, lambda batch: loss_fn(trained, schedule, batch, pooled),
+    history = train_loop(trained, lambda batch: loss_fn(trained, schedule, batch, pooled, prediction_type),
                          lambda gen: sample_batch(store, args.batch_size, gen, schedule.num_steps), steps=args.steps,
                          lr=LR, generator=generator, ema=ema, desc=name, accelerator=accelerator,
                          checkpointing=checkpointing, **LOOP)
@@ -171,10 +184,13 @@ def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: t
     return ema.model, history, time.perf_counter() - start
 
 
-def save(parts: dict, averaged: torch.nn.ModuleDict, out: Path) -> None:
-    """The pipeline from the EMA weights (StableDiffusionPipeline layout) and the VAE's record next to it."""
+def save(parts: dict, averaged: torch.nn.ModuleDict, out: Path, prediction_type: str = "epsilon") -> None:
+    """The pipeline from the EMA weights (StableDiffusionPipeline layout, its scheduler saying what the U-Net
+    predicts) and the VAE's record next to it."""
+    scheduler = t2i.build_scheduler()
+    scheduler = type(scheduler).from_config(scheduler.config, prediction_type=prediction_type)
     t2i.save_pipeline(t2i.assemble_pipeline(parts["vae"], parts["tokenizer"], averaged["text_encoder"],
-                                            averaged["unet"]), out)
+                                            averaged["unet"], scheduler), out)
     source = parts["vae_folder"] / VAE_RECORD
     if source.is_file() and source.resolve() != (out / VAE_RECORD).resolve():
         shutil.copyfile(source, out / VAE_RECORD)

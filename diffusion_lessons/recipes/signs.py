@@ -5,10 +5,12 @@ python -m diffusion_lessons.train signs-vae
     the signs of the training words (signs.split_words); writes OUT/vae/ and OUT/recipe-vae.json, measured by
     reading its reconstructions of seen and unseen words.
 python -m diffusion_lessons.train signs-word | signs-bpe | signs-char [--vae FOLDER]
+                                                            [--prediction-type epsilon|v_prediction]
     The tokenizer of that kind (signs.build_tokenizer), a fresh CLIPTextModel for it (text.build_text_encoder)
     and models.build_signs_unet trained jointly, as shapes-t2i trains (recipes.shapes_t2i: the same loss,
     caption dropout, EMA and schedule), on the signs of the training words, with the same seed, steps and
-    batch for all three. Writes a StableDiffusionPipeline folder with train_words.txt, recipe.json and
+    batch for all three, the U-Net predicting the noise (--prediction-type, default epsilon; v_prediction is
+    what the scenes recipe uses). Writes a StableDiffusionPipeline folder with train_words.txt, recipe.json and
     measurements.json (spelling of seen and unseen words at 25 steps). --vae: the signs-vae run's folder, or a
     trained signs model's (default: the newest ./runs/signs-vae-*); when it is a sibling of --out, OUT/vae is a
     relative link to its vae/ (how the shipped signs-word and signs-bpe share signs-char's VAE).
@@ -37,6 +39,7 @@ SETTINGS = {  # the same for the three tokenizers
 }
 N_VAE_TEST = 500
 STEPS, GUIDANCE = 25, 7.5
+PREDICTION_TYPE = "epsilon"  # what the shipped signs U-Nets predict (--prediction-type); the saved scheduler says so
 OUTPUTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "model_index.json", "recipe.json",
            vae_recipe.RECORD, "measurements.json", "train_words.txt")
 
@@ -161,10 +164,11 @@ def t2i_main(kind: str, argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--evaluate-only", action="store_true",
                         help="re-measure the model saved in --out (no training): measurements.json and the "
                              "record's quality are rewritten")
+    shapes_t2i.add_prediction_type(parser, PREDICTION_TYPE)
     args = common.parse(parser, argv, name, SETTINGS, out_needed_by="evaluate_only", outputs=OUTPUTS)
     if args.evaluate_only:
         return evaluate_only(args, name)
-    dev, accelerator, generator = shapes_t2i.start(args, name)
+    dev, accelerator, generator = shapes_t2i.start(args, name, f", predicting {args.prediction_type}")
     from diffusers import AutoencoderKL
 
     folder_vae = vae_folder(args)
@@ -178,13 +182,14 @@ def t2i_main(kind: str, argv: list[str] | None = None) -> dict | None:
     data = signs.SignsData(signs.render(seen), seen, [signs.caption(w) for w in seen])
     try:
         averaged, history, train_s = shapes_t2i.train(parts, args, dev, generator, accelerator, shapes=data,
-                                                      name=name, settings=SETTINGS)
+                                                      name=name, settings=SETTINGS,
+                                                      prediction_type=args.prediction_type)
     except TrainingInterrupted as err:
         raise common.interrupted(err, name) from None
     if not accelerator.is_main_process:
         return None
     with common.publish(args.out, args.keep_checkpoints) as folder:
-        shapes_t2i.save(parts, averaged, folder)
+        shapes_t2i.save(parts, averaged, folder, args.prediction_type)
         link_vae(folder_vae, args.out, folder)
         (folder / "train_words.txt").write_text("\n".join(seen) + "\n")
         t_eval = time.perf_counter()
@@ -195,6 +200,8 @@ def t2i_main(kind: str, argv: list[str] | None = None) -> dict | None:
         record = common.run_record(
             name, args, SETTINGS, started=started, losses=history, train_s=train_s, device=dev, quality=quality,
             eval_s=eval_s, batch_size=args.batch_size, lr=shapes_t2i.LR,
+            options="" if args.prediction_type == PREDICTION_TYPE else f"--prediction-type {args.prediction_type}",
+            prediction_type=args.prediction_type,
             loop=common.loop_settings(**shapes_t2i.LOOP, ema_max_decay=shapes_t2i.EMA_DECAY),
             data=dict(kind="signs (diffusion_lessons.signs.render), one per training word", n_train=len(seen),
                       word_seed=args.seed, image_size=[signs.HEIGHT, signs.WIDTH],
@@ -203,7 +210,8 @@ def t2i_main(kind: str, argv: list[str] | None = None) -> dict | None:
                         text_encoder=dict(config=text.TEXT_ENCODER_CONFIG,
                                           parameters=models.count_parameters(pipe.text_encoder)),
                         tokenizer=dict(kind=kind, vocab_size=len(tokenizer), max_length=signs.MAX_LENGTH),
-                        scheduler="DDIMScheduler, scaled_linear 0.00085..0.012, 1000 train steps"),
+                        scheduler="DDIMScheduler, scaled_linear 0.00085..0.012, 1000 train steps, "
+                                  f"prediction_type {args.prediction_type}"),
             caption_dropout=shapes_t2i.CAPTION_DROPOUT)
         common.write_record(record, folder / "recipe.json")
         if found is not None:
