@@ -23,7 +23,8 @@ a user can do about it.
 
 **What you will learn**
 - how to read a composed picture automatically, and why the VAE is checked first;
-- how often a small model binds, relates and counts right, with intervals, and what the failures look like;
+- how often a small model binds, relates and counts right, with intervals, and which mistake it makes most
+  (not the famous swapped colors);
 - what a causal (CLIP-style) and a bidirectional (T5-style) text encoder of the same size change, and what the U-Net
   loses when it sees one pooled vector instead of the token sequence;
 - what word order, guidance and cross-attention tell you about where a word acts;
@@ -228,19 +229,20 @@ show_images(torch.cat(both), ncols=6, size=1.9,
     md("""## 6. Where it goes wrong
 
 The records keep each picture's verdict, so the failures can be broken down. First, for the 128 two-shape
-captions of each model (binding and relation together), what happened to the two objects, one label per picture
+captions of each model (binding and relation together; the two encoders and section 5's pooled model), what happened to the two objects, one label per picture
 (`scenes.object_mistake`): both right; **colors swapped**; **shape copied**, both shapes in their own asked colors
 but drawn as the same shape, one object's shape leaking into the other (often called *attribute leakage*);
 **color copied**, the mirror image; **shape missing**, one object left out (what Chefer et al. 2023 call
 *catastrophic neglect*); an **extra shape**; or some **other** mixture."""),
-    code("""two_shape = {k: records[k]["main"]["binding"]["mistake"] + records[k]["main"]["relation"]["mistake"]
-             for k in MODELS}
-print(f"{'the two objects':<18}" + "".join(f"{k + ' encoder':>28}" for k in MODELS))
+    code("""columns = {"bidirectional encoder": records["bidirectional"], "causal encoder": records["causal"],
+           "pooled vector": pooled_record}
+two_shape = {k: r["main"]["binding"]["mistake"] + r["main"]["relation"]["mistake"] for k, r in columns.items()}
+print(f"{'the two objects':<18}" + "".join(f"{k:>26}" for k in columns))
 for m in scenes.MISTAKES:
     label = "both right" if m == "none" else m
-    print(f"{label:<18}" + "".join(f"{fmt(stats.proportion([x == m for x in two_shape[k]]).as_dict()):>28}"
-                                   for k in MODELS))
-print(f"{'':<18}" + "".join(f"{'n = ' + str(len(two_shape[k])):>28}" for k in MODELS))"""),
+    print(f"{label:<18}" + "".join(f"{fmt(stats.proportion([x == m for x in two_shape[k]]).as_dict()):>26}"
+                                   for k in columns))
+print(f"{'':<18}" + "".join(f"{'n = ' + str(len(two_shape[k])):>26}" for k in columns))"""),
     md("""Then relations by their word, counting by the number asked, and the share right against how long the caption
 is (which here goes with its kind, so it is a description, not a controlled experiment)."""),
     code("""def share(flags):
@@ -432,6 +434,9 @@ show_images(torch.cat(both), ncols=6, size=1.9,
    diffusion_lessons/pretrained/scenes-t2i`; it measures itself at the end (`measurements.json` in its run
    folder). Compare its single-shape, counting and binding rows and its mistakes table with section 4's and
    section 6's. Which mistakes does predicting v remove, and which does it leave?
+7. The wider encoder of section 10 learned language only from these captions. How could you give a text encoder
+   a head start before it meets the pictures, using nothing but the captions of `scenes.make_scenes` (think of
+   what T5 and CLIP were trained to do), and what would you measure to see whether it helped?
 """),
 ]
 nb = new_notebook(cells=cells, metadata={"kernelspec": {"display_name": "Python (diffusion-lessons)",
