@@ -195,7 +195,7 @@ ax.legend(fontsize=8)
 plt.show()"""),
     md(PROSE["encoders"]),
     md("""**One vector for the whole caption.** A CLIP text encoder also hands out a *pooled* vector, one summary of the
-whole caption (Stable Diffusion 1 ignores it; SDXL and SD3 feed it to the U-Net next to the token sequence, never
+whole caption (Stable Diffusion 1 ignores it; SDXL and SD3 feed it to the denoiser next to the token sequence, never
 instead of it). What if the U-Net saw only a summary? The same recipe, encoder, seed, data and steps as the shipped
 model, but the U-Net cross-attends to one vector, the mean of the encoder's token states (`text.pool_embeddings`;
 `python -m diffusion_lessons.train scenes-t2i --conditioning pooled`, shipped as `scenes-t2i-pooled`). It is drawn
@@ -306,7 +306,10 @@ axes[0].set_ylim(0, 1.05)
 axes[0].legend(fontsize=8)
 plt.show()
 for k in MODELS:
-    print(k, {s: {kind: round(v["value"], 2) for kind, v in row.items()} for s, row in records[k]["guidance"].items()})"""),
+    sweep = records[k]["guidance"]
+    print(f"{k} encoder" + "".join(f"{'scale ' + sc:>20}" for sc in sorted(sweep, key=float)))
+    for kind in ("binding", "relation", "counting"):
+        print(f"  {kind:<11}" + "".join(f"{fmt(sweep[sc][kind]):>20}" for sc in sorted(sweep, key=float)))"""),
     md(PROSE["guidance"]),
     md("""## 9. Where each word acts: cross-attention maps, with a control
 
@@ -381,6 +384,7 @@ for j in range(2):
     prompts = [scenes.caption("single", [s.things[j]], s.background) for s in chosen]
     canvas = inpainting.inpaint(repaint, canvas.to(device), masks.to(device), prompts, steps, scale, g(8 + j)).cpu()
 together = [scenes.check(r, s) for r, s in zip(scenes.read_scenes(at_once), chosen)]
+print("the six pictures shown:\\n" + "\\n".join(f"{i + 1}. {s.caption}" for i, s in enumerate(chosen[:6])))
 regions = [scenes.check(r, s) for r, s in zip(scenes.read_scenes(canvas), chosen)]
 print(f"one caption for both shapes: right {share([c['right'] for c in together])}, "
       f"colors swapped {share([c['swapped'] for c in together])}")
@@ -405,10 +409,13 @@ print(f"{'encoder params':<18}" + "".join(f"{r['models']['text_encoder']['parame
 for kind in scenes.KINDS:
     print(f"{kind:<18}" + "".join(f"{fmt(r['main'][kind]['right']):>30}" for r in sized.values())
           + f"   n = {sized['width 64 (scenes-t2i)']['main'][kind]['right']['n']}")
+print(f"{'final loss':<18}" + "".join(f"{r['final_loss']:>30.3f}" for r in sized_recipes.values()))
 print(f"{'training time':<18}" + "".join(f"{r['wall_time_s'] / 60:>26.1f} min" for r in sized_recipes.values()))
+print(f"{'on':<18}" + "".join(f"{r['hardware'].split('(')[-1].rstrip(')'):>30}" for r in sized_recipes.values()))
 print("matches the shipped weights:", record_matches_model(sized["width 256 (scenes-t2i-w256)"], ROOT / "scenes-t2i-w256"))
 wide = load_pipeline(ROOT / "scenes-t2i-w256", device)
 chosen = [scenes.random_scene("binding", g(900 + i)) for i in range(6)]
+print("\\n".join(f"{i + 1}. {s.caption}" for i, s in enumerate(chosen)))
 both = [pipeline_images(p, [s.caption for s in chosen], g(9), num_inference_steps=steps, guidance_scale=scale).cpu()
         for p in (pipe, wide)]
 show_images(torch.cat(both), ncols=6, size=1.9,
