@@ -43,7 +43,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")   # what a text-to-image recipe's
 def add_prediction_type(parser: argparse.ArgumentParser, default: str) -> None:
     """--prediction-type: what the U-Net learns to predict (loss_fn), written into the saved scheduler (save)."""
     parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=default,
-                        help=f"what the U-Net learns to predict: the noise (epsilon) or v (v_prediction); "
+                        help="what the U-Net learns to predict: the noise (epsilon) or v (v_prediction); "
                              f"default {default}")
 
 
