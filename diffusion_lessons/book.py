@@ -63,7 +63,8 @@ LESSONS = (
            "guidance"),
     Lesson("14_spelling", "Why it can't spell",
            "three models that differ only in their tokenizer (word, BPE, characters) spell seen and unseen words on "
-           "signs; the decoder's own limit first; a character-aware encoder and repainting the word as remedies"),
+           "signs; the decoder's own limit first; the same character-level model predicting the noise instead of v; "
+           "a character-aware encoder and repainting the word as remedies"),
     Lesson("15_composition", "Why it mixes up your description",
            "a model on scenes of one to three shapes binds colors, places shapes and counts, measured; a causal "
            "against a bidirectional text encoder, one pooled vector against the token sequence, and a 4x wider "

@@ -60,15 +60,22 @@ def record_matches_model(record: dict, folder: Path) -> bool:
     return record.get("model_sha256") == model_hashes(folder)
 
 
-def _hardware() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
+def hardware(device: torch.device | None = None) -> str:
+    """The GPU's name (of `device`, default the first when CUDA is there), or the CPU model and torch's thread
+    count: what a record says it was measured on. device: 'cpu', 'cuda', 'cuda:N', a torch.device or None."""
+    from . import _checks
+
+    device = _checks.optional_device(device)
+    if (device.type == "cuda") if device is not None else torch.cuda.is_available():
+        return torch.cuda.get_device_name(device if device is not None else 0)
+    cpu = platform.processor() or platform.machine()
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+        pass
+    threads = torch.get_num_threads()
+    return f"{cpu} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def _row(measures: dict) -> dict:
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     command = f"python -m diffusion_lessons.measure {args.name} --per-label {args.per_label}"
     record = dict(model=args.name, model_sha256=model_hashes(folder), command=command,
-                  **results, wall_time_s=round(time.perf_counter() - start, 1), hardware=_hardware(),
+                  **results, wall_time_s=round(time.perf_counter() - start, 1), hardware=hardware(),
                   date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
                   versions=dict(torch=torch.__version__, diffusers=diffusers.__version__))
     out = args.out or folder / RECORD_NAME

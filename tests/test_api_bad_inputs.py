@@ -699,6 +699,7 @@ BAD_INPUTS: dict[str, list] = {
         Path("/no/such")), "/no/such")],
     "measure.model_hashes": [case("folder", lambda: measure.model_hashes(
         Path("/no/such")), "/no/such")],
+    "measure.hardware": [case("device", lambda: measure.hardware(0)), case("device", lambda: measure.hardware("gpu"))],
     "measure.record_matches_model": [case("record", lambda: measure.record_matches_model("record", DIGITS))],
     "measure.measure_digits": [case("per_label", lambda: measure.measure_digits(DIGITS, 0))],
     # widgets

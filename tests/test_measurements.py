@@ -78,3 +78,17 @@ def test_flow_models_measure_lesson_08s_rows_and_groups_merge(tmp_path):
     assert json.loads(out.read_text()) == again
     with pytest.raises(SystemExit):
         measure.main(["digits-flow", "--model", str(model), "--groups", "guidance", "--out", str(out)])
+
+
+def test_hardware_says_what_ran_it():
+    """The records' hardware string: the CPU model and torch's thread count, in words ('1 thread', '2 threads')."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert measure.hardware(torch.device("cpu")).endswith(" (1 thread)")
+        torch.set_num_threads(2)
+        assert measure.hardware("cpu").endswith(" (2 threads)")
+        if not torch.cuda.is_available():
+            assert measure.hardware() == measure.hardware("cpu")
+    finally:
+        torch.set_num_threads(before)

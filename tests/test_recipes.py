@@ -298,11 +298,11 @@ def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
     record = signs_recipe.vae_main(["--steps", "2", "--batch-size", "4", "--out", str(vae_out)])
     assert set(record["quality"]) == {"seen", "unseen"} and record["quality"]["seen"]["words"]["n"] == 500
     char = signs_recipe.main_char(["--steps", "2", "--batch-size", "4", "--skip-eval", "--vae", str(vae_out),
-                                   "--prediction-type", "v_prediction", "--out", str(char_out)])
+                                   "--prediction-type", "epsilon", "--out", str(char_out)])
     assert not (char_out / "vae").is_symlink()            # --vae not a sibling of --out: copied
-    assert char["prediction_type"] == "v_prediction" and "--prediction-type v_prediction" in char["command"]
+    assert char["prediction_type"] == "epsilon" and "--prediction-type epsilon" in char["command"]
     assert json.loads((char_out / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == \
-        "v_prediction"
+        "epsilon"
     with pytest.warns(UserWarning, match="unknown words become"):     # word-level: an unseen word is [UNK]
         record = signs_recipe.main_word(["--steps", "2", "--batch-size", "4", "--words-per-set", "2",
                                          "--vae", str(char_out), "--out", str(word_out)])
@@ -312,13 +312,15 @@ def test_signs_recipes_tiny_runs_share_the_vae_and_measure(tmp_path):
     assert set(found["seen"]["asked"]) <= set(signs.split_words()[0])
     assert not set(found["unseen"]["asked"]) & set(signs.split_words()[0])
     assert record["quality"]["unseen"]["letters"] == found["unseen"]["letters"]
-    assert record["prediction_type"] == signs_recipe.PREDICTION_TYPE == "epsilon"
-    assert "--prediction-type" not in record["command"]          # the default: the shipped commands unchanged
+    assert record["prediction_type"] == signs_recipe.PREDICTION_TYPE == "v_prediction"
+    assert "--prediction-type v_prediction" in record["command"] and found["model"] == "signs-word"
+    assert signs_recipe.model_name("char", "epsilon") == "signs-char-eps"     # the shipped noise-predicting twin
     assert (word_out / "train_words.txt").read_text().split() == signs.split_words()[0]
     with pytest.warns(UserWarning, match="unknown words become"):
         again = signs_recipe.main_word(["--evaluate-only", "--words-per-set", "2", "--out", str(word_out)])
     assert again["quality"] == record["quality"] and "evaluated" in again       # same words, seeds: same reading
     assert json.loads((word_out / "recipe.json").read_text())["evaluated"] == again["evaluated"]
+    assert json.loads((word_out / "measurements.json").read_text())["model"] == "signs-word"
     for folder in (char_out, word_out):
         pipe = StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True, local_files_only=True,
                                                        safety_checker=None, requires_safety_checker=False)
@@ -341,9 +343,18 @@ def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path, monkeypatc
     assert set(record["quality"]["reader_on_reconstructions"]) == set(scenes.KINDS)
     assert record["vae"]["started_from"].endswith("shapes-t2i/vae")
     tiny = ["--steps", "2", "--batch-size", "4", "--n-train", "16"]
-    scenes_recipe.main([*tiny, "--skip-eval", "--encoder-width", "32", "--vae", str(vae_out), "--out", str(bi_out)])
+    scenes_recipe.main([*tiny, "--skip-eval", "--encoder-width", "32", "--zero-terminal-snr", "--vae", str(vae_out),
+                        "--out", str(bi_out)])
     assert not (bi_out / "vae").is_symlink()
-    assert json.loads((bi_out / "recipe.json").read_text())["encoder_width"] == 32
+    bi_record = json.loads((bi_out / "recipe.json").read_text())
+    assert bi_record["encoder_width"] == 32 and bi_record["zero_terminal_snr"] and "--zero-terminal-snr" in \
+        bi_record["command"]
+    saved = json.loads((bi_out / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["rescale_betas_zero_snr"] and saved["timestep_spacing"] == "trailing"   # sampled from pure noise
+    with pytest.raises(SystemExit):                                   # zero terminal SNR needs the v target
+        scenes_recipe.main([*tiny, "--zero-terminal-snr", "--prediction-type", "epsilon", "--out",
+                            str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()
     assert scenes_recipe.model_name("bidirectional", 256) == "scenes-t2i-w256"
     assert scenes_recipe.model_name("causal") == "scenes-t2i-causal"
     assert scenes_recipe.model_name("bidirectional", conditioning="pooled") == "scenes-t2i-pooled"
@@ -358,9 +369,9 @@ def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path, monkeypatc
     assert record["quality"]["binding"]["right"] == {k: v for k, v in found["main"]["binding"]["right"].items()
                                                      if k != "each"}
     assert record["prediction_type"] == scenes_recipe.PREDICTION_TYPE == "v_prediction"
-    assert "--prediction-type v_prediction" in record["command"]
+    assert "--prediction-type v_prediction" in record["command"] and not record["zero_terminal_snr"]
     saved = json.loads((causal_out / "scheduler" / "scheduler_config.json").read_text())
-    assert saved["prediction_type"] == "v_prediction"
+    assert saved["prediction_type"] == "v_prediction" and not saved["rescale_betas_zero_snr"]
     again = scenes_recipe.main(["--evaluate-only", "--prompts-per-kind", "2", "--out", str(causal_out)])
     assert again["quality"] == record["quality"] and "evaluated" in again
     pooled_out, drawn = tmp_path / "pooled", []
@@ -381,5 +392,6 @@ def test_scenes_recipes_tiny_runs_share_the_vae_and_measure(tmp_path, monkeypatc
                                                        safety_checker=None, requires_safety_checker=False)
         assert pipe.unet.config.sample_size == 16 and pipe.vae.config.sample_size == scenes.SIZE
         assert pipe.unet.config.cross_attention_dim == (32 if folder == bi_out else 64)
+        assert (float(pipe.scheduler.alphas_cumprod[-1]) < 1e-6) == (folder == bi_out)   # zero terminal SNR or not
         kinds[folder.name] = type(pipe.text_encoder).__name__
     assert kinds == {"scenes-t2i": "T5EncoderModel", "causal": "CLIPTextModel"}

@@ -1,4 +1,5 @@
-"""The shipped signs models of lesson 14 load with plain diffusers, share one VAE, and were measured."""
+"""The shipped signs models of lesson 14 load with plain diffusers, share one VAE, and were measured; the
+character-level one spells words it never saw."""
 
 import json
 
@@ -9,6 +10,7 @@ from diffusion_lessons import signs
 from diffusion_lessons.pretrained import ROOT, verify_manifest
 
 KINDS = ("word", "bpe", "char")
+FOLDERS = ("signs-word", "signs-bpe", "signs-char", "signs-char-eps")   # the last: signs-char's noise-predicting twin
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +22,36 @@ def pipes():
                                                        requires_safety_checker=False) for k in KINDS}
 
 
-def test_the_three_folders_share_one_vae_and_list_their_training_words():
+def test_the_folders_share_one_vae_and_list_their_training_words():
     train, _ = signs.split_words()
-    for k in KINDS:
-        folder = ROOT / f"signs-{k}"
+    for name in FOLDERS:
+        folder = ROOT / name
         verify_manifest(folder)
         assert (folder / "train_words.txt").read_text().split() == train
         assert (folder / "vae").resolve() == (ROOT / "signs-char" / "vae").resolve()
-    assert not (ROOT / "signs-char" / "vae").is_symlink()
-    assert (ROOT / "signs-word" / "vae").is_symlink() and (ROOT / "signs-bpe" / "vae").is_symlink()
+        assert (folder / "vae").is_symlink() == (name != "signs-char")
+
+
+def test_the_schedulers_say_what_each_unet_predicts():
+    """signs-char-eps differs from signs-char only in what its U-Net predicts; each scheduler says which, and the
+    recipe records agree."""
+    for name in FOLDERS:
+        predicts = json.loads((ROOT / name / "scheduler" / "scheduler_config.json").read_text())["prediction_type"]
+        record = json.loads((ROOT / name / "recipe.json").read_text())
+        assert predicts == record["prediction_type"] == ("epsilon" if name.endswith("-eps") else "v_prediction")
+        assert f"--prediction-type {predicts}" in record["command"]
+    configs = [{k: v for k, v in json.loads((ROOT / n / "unet" / "config.json").read_text()).items()
+                if not k.startswith("_")} for n in ("signs-char", "signs-char-eps")]
+    assert configs[0] == configs[1]
+
+
+def test_the_character_level_model_spells_words_it_never_saw(pipes):
+    """Eight unseen words drawn by the shipped signs-char (25 steps, guidance 7.5) and read back by the reader."""
+    _, unseen = signs.split_words()
+    words = unseen[1000:1008]
+    images = pipes["char"]([signs.caption(w) for w in words], num_inference_steps=25, guidance_scale=7.5,
+                           output_type="pt", generator=torch.Generator().manual_seed(0)).images * 2 - 1
+    assert signs.letter_matches(signs.read_signs(images), words).double().mean().item() >= 0.8
 
 
 def test_tokenizers_take_the_caption_as_a_plain_string(pipes):
@@ -55,8 +78,9 @@ def test_the_pipelines_draw_signs_of_the_worlds_size(pipes):
 
 
 def test_records_hold_the_measured_spelling():
-    for k in KINDS:
-        found = json.loads((ROOT / f"signs-{k}" / "measurements.json").read_text())
+    for name in FOLDERS:
+        found = json.loads((ROOT / name / "measurements.json").read_text())
+        assert found["model"] == name
         for where in ("seen", "unseen"):
             assert found[where]["words"]["n"] >= 40 and len(found[where]["asked"]) == found[where]["words"]["n"]
             letters = found[where]["letters"]

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__, training
+from ..measure import hardware
 from ..device import PROFILES, run_profile
 from ..pretrained import MANIFEST, RECORDS, write_manifest
 from ..pretrained import ROOT as PRETRAINED
@@ -162,19 +163,6 @@ def command(name: str, args: argparse.Namespace, settings: dict[str, dict[str, i
     sized = " ".join(f"--{key.replace('_', '-')} {getattr(args, key)}" for key in settings["quick"])
     return (f"python -m diffusion_lessons.train {name} {options + ' ' if options else ''}--profile {args.profile} "
             f"--seed {args.seed} {sized}")
-
-
-def hardware(device: torch.device) -> str:
-    """The GPU's name, or the CPU model and torch's thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
 
 
 def versions() -> dict[str, str]:

@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                         help="what the U-Net reads: the token sequence (default) or its pooled vector (the mean of "
                              "the token states; the pooled-vector experiment)")
     shapes_t2i.add_prediction_type(parser, PREDICTION_TYPE)
+    shapes_t2i.add_zero_terminal_snr(parser)
     parser.add_argument("--vae", type=Path, default=None,
                         help="the scenes-vae run's folder (holds vae/); default: the newest ./runs/scenes-vae-*")
     parser.add_argument("--evaluate-only", action="store_true",
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = common.parse(parser, argv, name, SETTINGS, out_needed_by="evaluate_only", outputs=OUTPUTS)
     if args.encoder_width < 4 or args.encoder_width % 4:
         parser.error(f"--encoder-width must be a positive multiple of 4, got {args.encoder_width}")
+    shapes_t2i.check_zero_terminal_snr(parser, args)
     if args.evaluate_only:
         return evaluate_only(args, name)
     dev, accelerator, generator = shapes_t2i.start(args, name, f", {args.encoder} text encoder, width "
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         text_encoder=text.build_text_encoder(tokenizer, seed=args.seed, kind=args.encoder, width=args.encoder_width),
         unet=models.build_scenes_unet(seed=args.seed, cross_attention_dim=args.encoder_width)))
     parts = dict(vae=vae.to(dev).eval().requires_grad_(False), vae_folder=folder_vae, tokenizer=tokenizer,
-                 trained=trained.to(dev), schedule=make_schedule(shapes_t2i.NOISE_SCHEDULE))
+                 trained=trained.to(dev), schedule=make_schedule(shapes_t2i.NOISE_SCHEDULE, zero_terminal_snr=args.zero_terminal_snr))
     data = scenes.make_scenes(args.n_train, generator=_device.make_generator(args.seed))
     try:
         averaged, history, train_s = shapes_t2i.train(parts, args, dev, generator, accelerator, shapes=data,
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if not accelerator.is_main_process:
         return None
     with common.publish(args.out, args.keep_checkpoints) as folder:
-        shapes_t2i.save(parts, averaged, folder, args.prediction_type)
+        shapes_t2i.save(parts, averaged, folder, args.prediction_type, args.zero_terminal_snr)
         signs_recipe.link_vae(folder_vae, args.out, folder)
         t_eval = time.perf_counter()
         pipe = t2i.load_pipeline(folder, dev)
@@ -242,9 +244,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                       latents="4x16x16, scaled VAE samples"),
             options=f"--encoder {args.encoder} --encoder-width {args.encoder_width}"
                     + ("" if not pooled else f" --conditioning {args.conditioning}")
-                    + f" --prediction-type {args.prediction_type}",
+                    + f" --prediction-type {args.prediction_type}"
+                    + (" --zero-terminal-snr" if args.zero_terminal_snr else ""),
             encoder=args.encoder, encoder_width=args.encoder_width, conditioning=args.conditioning,
-            prediction_type=args.prediction_type, loss=f"MSE to {args.prediction_type} (training.loss_target)",
+            prediction_type=args.prediction_type, zero_terminal_snr=args.zero_terminal_snr, loss=f"MSE to {args.prediction_type} (training.loss_target)",
             models=dict(unet=dict(config=dict(models.SCENES_UNET_CONFIG, cross_attention_dim=args.encoder_width),
                                   parameters=models.count_parameters(pipe.unet)),
                         text_encoder=dict(kind=args.encoder, cls=type(pipe.text_encoder).__name__,
@@ -254,8 +257,9 @@ def main(argv: list[str] | None = None) -> dict | None:
                                           parameters=models.count_parameters(pipe.text_encoder)),
                         tokenizer=dict(kind="word level", vocab_size=len(tokenizer),
                                        max_length=tokenizer.model_max_length),
-                        scheduler="DDIMScheduler, scaled_linear 0.00085..0.012, 1000 train steps, "
-                                  f"prediction_type {args.prediction_type}"),
+                        scheduler="DDIMScheduler, scaled_linear 0.00085..0.012, 1000 train steps"
+                                  + (" rescaled to zero terminal SNR, trailing timesteps" if args.zero_terminal_snr
+                                     else "") + f", prediction_type {args.prediction_type}"),
             caption_dropout=shapes_t2i.CAPTION_DROPOUT)
         common.write_record(record, folder / "recipe.json")
         if found is not None:

@@ -47,6 +47,22 @@ def add_prediction_type(parser: argparse.ArgumentParser, default: str) -> None:
                              f"default {default}")
 
 
+def add_zero_terminal_snr(parser: argparse.ArgumentParser) -> None:
+    """--zero-terminal-snr: train on the schedule rescaled so its last step is pure noise and save a scheduler
+    that samples from there (trailing timesteps); Lin et al. 2024. Needs --prediction-type v_prediction."""
+    parser.add_argument("--zero-terminal-snr", action="store_true",
+                        help="rescale the schedule so that its last step is pure noise, and sample with trailing "
+                             "timesteps (Lin et al. 2024); needs --prediction-type v_prediction")
+
+
+def check_zero_terminal_snr(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """At zero terminal SNR the noise is the whole input at the last step, so predicting it says nothing about
+    the picture: only v_prediction goes with --zero-terminal-snr."""
+    if args.zero_terminal_snr and args.prediction_type != "v_prediction":
+        parser.error("--zero-terminal-snr needs --prediction-type v_prediction, got "
+                     f"--prediction-type {args.prediction_type}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = common.make_parser("shapes-t2i", __doc__, SETTINGS)
     parser.add_argument("--vae", type=Path, default=None,
@@ -184,11 +200,14 @@ def train(parts: dict, args: argparse.Namespace, dev: torch.device, generator: t
     return ema.model, history, time.perf_counter() - start
 
 
-def save(parts: dict, averaged: torch.nn.ModuleDict, out: Path, prediction_type: str = "epsilon") -> None:
+def save(parts: dict, averaged: torch.nn.ModuleDict, out: Path, prediction_type: str = "epsilon",
+         zero_terminal_snr: bool = False) -> None:
     """The pipeline from the EMA weights (StableDiffusionPipeline layout, its scheduler saying what the U-Net
-    predicts) and the VAE's record next to it."""
+    predicts, and with zero_terminal_snr the rescaled schedule sampled from its last step) and the VAE's record
+    next to it."""
     scheduler = t2i.build_scheduler()
-    scheduler = type(scheduler).from_config(scheduler.config, prediction_type=prediction_type)
+    more = dict(rescale_betas_zero_snr=True, timestep_spacing="trailing") if zero_terminal_snr else {}
+    scheduler = type(scheduler).from_config(scheduler.config, prediction_type=prediction_type, **more)
     t2i.save_pipeline(t2i.assemble_pipeline(parts["vae"], parts["tokenizer"], averaged["text_encoder"],
                                             averaged["unet"], scheduler), out)
     source = parts["vae_folder"] / VAE_RECORD

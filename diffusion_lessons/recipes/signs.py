@@ -9,9 +9,10 @@ python -m diffusion_lessons.train signs-word | signs-bpe | signs-char [--vae FOL
     The tokenizer of that kind (signs.build_tokenizer), a fresh CLIPTextModel for it (text.build_text_encoder)
     and models.build_signs_unet trained jointly, as shapes-t2i trains (recipes.shapes_t2i: the same loss,
     caption dropout, EMA and schedule), on the signs of the training words, with the same seed, steps and
-    batch for all three, the U-Net predicting the noise (--prediction-type, default epsilon; v_prediction is
-    what the scenes recipe uses). Writes a StableDiffusionPipeline folder with train_words.txt, recipe.json and
-    measurements.json (spelling of seen and unseen words at 25 steps). --vae: the signs-vae run's folder, or a
+    batch for all three, the U-Net predicting v (--prediction-type, default v_prediction; epsilon trains the
+    noise-predicting twin, shipped for the character level as signs-char-eps). Writes a StableDiffusionPipeline
+    folder with train_words.txt, recipe.json and measurements.json (spelling of seen and unseen words at 25
+    steps). --vae: the signs-vae run's folder, or a
     trained signs model's (default: the newest ./runs/signs-vae-*); when it is a sibling of --out, OUT/vae is a
     relative link to its vae/ (how the shipped signs-word and signs-bpe share signs-char's VAE).
 """
@@ -39,9 +40,15 @@ SETTINGS = {  # the same for the three tokenizers
 }
 N_VAE_TEST = 500
 STEPS, GUIDANCE = 25, 7.5
-PREDICTION_TYPE = "epsilon"  # what the shipped signs U-Nets predict (--prediction-type); the saved scheduler says so
+PREDICTION_TYPE = "v_prediction"  # what the signs U-Nets predict (--prediction-type); the saved scheduler says so
 OUTPUTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler", "model_index.json", "recipe.json",
            vae_recipe.RECORD, "measurements.json", "train_words.txt")
+
+
+def model_name(kind: str, prediction_type: str = PREDICTION_TYPE) -> str:
+    """The shipped folder's name for a signs model: signs-<kind>, with -eps when its U-Net predicts the noise
+    (signs-char-eps)."""
+    return f"signs-{kind}" + ("-eps" if prediction_type == "epsilon" else "")
 
 
 def train_words(seed: int = 0) -> tuple[list[str], list[str]]:
@@ -200,7 +207,7 @@ def t2i_main(kind: str, argv: list[str] | None = None) -> dict | None:
         record = common.run_record(
             name, args, SETTINGS, started=started, losses=history, train_s=train_s, device=dev, quality=quality,
             eval_s=eval_s, batch_size=args.batch_size, lr=shapes_t2i.LR,
-            options="" if args.prediction_type == PREDICTION_TYPE else f"--prediction-type {args.prediction_type}",
+            options=f"--prediction-type {args.prediction_type}",
             prediction_type=args.prediction_type,
             loop=common.loop_settings(**shapes_t2i.LOOP, ema_max_decay=shapes_t2i.EMA_DECAY),
             data=dict(kind="signs (diffusion_lessons.signs.render), one per training word", n_train=len(seen),
@@ -215,7 +222,7 @@ def t2i_main(kind: str, argv: list[str] | None = None) -> dict | None:
             caption_dropout=shapes_t2i.CAPTION_DROPOUT)
         common.write_record(record, folder / "recipe.json")
         if found is not None:
-            common.write_measurements(folder, name, record, found, eval_s, show=())
+            common.write_measurements(folder, model_name(kind, args.prediction_type), record, found, eval_s, show=())
             print(json.dumps(quality, indent=1))
         return record
 
@@ -228,8 +235,10 @@ def _quality(found: dict) -> dict:
 def evaluate_only(args: argparse.Namespace, name: str) -> dict:
     """--evaluate-only: measure the pipeline saved in --out again (same words, seeds and settings) and rewrite
     its measurements.json and its record's quality, with the time it took."""
+    kind = name.removeprefix("signs-")
     return common.evaluate_pipeline(args, name, lambda pipe, seed: measure(pipe, seed, args.words_per_set),
-                                    _quality, f"--words-per-set {args.words_per_set}")
+                                    _quality, f"--words-per-set {args.words_per_set}",
+                                    model=lambda record: model_name(kind, record["prediction_type"]))
 
 
 def main_word(argv: list[str] | None = None) -> dict | None:

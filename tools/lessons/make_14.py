@@ -17,12 +17,14 @@ cells = [
 Ask an image generator for a sign that says CAT and you may get CAT, CTA, or letter-like squiggles. The usual
 explanation waves at "tokenization". This lesson measures it instead: three text-to-image models, identical in
 everything except how the sign's word reaches the text encoder, trained with the same data, seed and budget on a
-world where the answer can be read off the picture.
+world where the answer can be read off the picture. Then a fourth, identical to the character-level one except in
+what its U-Net is trained to predict, shows that the tokenizer is not the whole story.
 
 **What you will learn**
 - what a word-level, a BPE and a character-level tokenizer hand the model for a word they saw and one they never saw;
 - how to tell the text side's limit from the image side's (can the decoder even draw the letters?);
 - how well each model spells, seen and unseen words apart, with intervals, and where the letters go wrong;
+- why the same tokenizer spells or scrambles depending on the training target (noise or v), measured;
 - what users can do about it: a character-aware text encoder, and repainting the word afterwards.
 """),
     code("""import json
@@ -48,6 +50,7 @@ for k in KINDS:
     r = recipes[k]
     print(f"signs-{k}: {r['command']}\\n    {r['wall_time_s'] / 60:.1f} min on {r['hardware']}; the measurements "
           f"match the shipped weights: {record_matches_model(records[k], ROOT / f'signs-{k}')}")
+print("all three U-Nets predict:", {k: pipes[k].scheduler.config.prediction_type for k in KINDS})
 train_words = (ROOT / "signs-char" / "train_words.txt").read_text().split()
 seen, unseen = signs.split_words(len(train_words), seed=recipes["char"]["seed"])
 assert seen == train_words
@@ -193,7 +196,93 @@ Per position (first, middle, last letter) on unseen words, and the letters each 
     print(f"signs-{k:<5} unseen, by position: " + "  ".join(fmt(p) for p in positions))
     print(f"{'':>12}most frequent confusions (asked->read): {top or 'none'}")"""),
     md(PROSE["positions"]),
-    md("""## 7. What users can do about it
+    md("""## 7. The other half of the story: what the U-Net is trained to predict
+
+The three models above learn to predict $v = \\sqrt{\\bar\\alpha_t}\\,\\epsilon - \\sqrt{1-\\bar\\alpha_t}\\,z_0$
+(Salimans and Ho 2022), not the noise $\\epsilon$ that Stable Diffusion 1.x predicts. `signs-char-eps` is the
+character-level model trained by the same recipe, seed, data and steps, but predicting the noise
+(`--prediction-type epsilon`): one change in the recipe, everything else the same (the two were trained on different
+days and CPUs, as their records say). Its record and the shipped signs-char's:"""),
+    code("""pipes["char-eps"] = load_pipeline(ROOT / "signs-char-eps", device)
+records["char-eps"] = json.loads((ROOT / "signs-char-eps" / "measurements.json").read_text())
+recipes["char-eps"] = json.loads((ROOT / "signs-char-eps" / "recipe.json").read_text())
+print(f"signs-char-eps: {recipes['char-eps']['command']}\\n    the measurements match the shipped weights: "
+      f"{record_matches_model(records['char-eps'], ROOT / 'signs-char-eps')}")
+print(f"{'':<22}{'letters':>36}{'whole words':>36}{'letters, any order':>36}")
+print(f"{'model (predicts)':<22}" + f"{'seen':>18}{'unseen':>18}" * 3)
+for k in ("char-eps", "char"):
+    r = records[k]
+    print(f"{'signs-' + k + ' (' + ('eps' if k.endswith('eps') else 'v') + ')':<22}" + "".join(
+        f"{fmt(r['seen'][m]):>18}{fmt(r['unseen'][m]):>18}" for m in ("letters", "words", "letters_any_order")))
+print("unseen, by position (eps):", "  ".join(fmt(p) for p in records["char-eps"]["unseen"]["positions"]))
+asked = unseen[400:408]
+rows = [pipeline_images(pipes[k], [signs.caption(w) for w in asked], g(4), num_inference_steps=steps,
+                        guidance_scale=scale).cpu() for k in ("char-eps", "char")]
+show_images(torch.cat(rows), ncols=8, size=1.9,
+            titles=[f"{k}: {w}\\nread {r}" for k, images in zip(("char-eps", "char"), rows)
+                    for w, r in zip(asked, signs.read_signs(images))],
+            suptitle="eight unseen words: predicting the noise (top), predicting v (bottom); same seed")"""),
+    md(PROSE["eps_vs_v"]),
+    md("""**Why the target matters, written out.** A network that predicts the noise also says what it thinks the clean
+latents are: $\\hat z_0 = (z_t - \\sqrt{1-\\bar\\alpha_t}\\,\\hat\\epsilon)/\\sqrt{\\bar\\alpha_t}$. Turn it around: a
+network whose idea of the sign is off by $\\delta = \\hat z_0 - z_0$ outputs
+$\\hat\\epsilon - \\epsilon = -\\sqrt{\\bar\\alpha_t/(1-\\bar\\alpha_t)}\\,\\delta$, so the noise loss charges
+$\\mathrm{SNR}_t\\,\\|\\delta\\|^2$, where $\\mathrm{SNR}_t = \\bar\\alpha_t/(1-\\bar\\alpha_t)$. In a $v$ output the
+same error gives $\\hat v - v = \\sqrt{\\bar\\alpha_t}\\,(\\hat\\epsilon - \\epsilon) - \\sqrt{1-\\bar\\alpha_t}\\,\\delta =
+-\\delta/\\sqrt{1-\\bar\\alpha_t}$ (using $\\bar\\alpha_t + (1-\\bar\\alpha_t) = 1$), which costs
+$(\\mathrm{SNR}_t + 1)\\,\\|\\delta\\|^2$. At low noise the two weights are almost equal (the SNR is large). At high
+noise the SNR is almost 0: a noise-predicting model is hardly charged at all for putting a letter in the wrong
+place, while a $v$-predicting one pays at least what a loss on $z_0$ itself would charge (a weight of 1). Below,
+an identity check of that algebra with the package's own training targets (not a measurement of the two networks),
+the SNR checked against diffusers' `compute_snr`, and the two weights by noise level."""),
+    code("""from diffusers import DDIMScheduler
+from diffusers.training_utils import compute_snr
+
+from diffusion_lessons.schedules import make_schedule
+from diffusion_lessons.training import loss_target
+
+schedule = make_schedule("scaled_linear")                  # the schedule every signs model is trained on
+t_all = torch.arange(1000)
+snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
+reference = compute_snr(DDIMScheduler.from_config(pipes["char"].scheduler.config), t_all)
+print(f"SNR_t by hand vs diffusers' compute_snr: max relative difference {((snr - reference) / reference).abs().max():.1e}")
+z0, eps = torch.randn(4, 4, 8, 16, generator=g(7)), torch.randn(4, 4, 8, 16, generator=g(8))
+delta = 0.1 * torch.randn(z0.shape, generator=g(9))
+for t in (960, 500, 100):
+    tt = torch.full((4,), t)
+    abar = schedule.alphas_cumprod[t]
+    z_t = abar.sqrt() * z0 + (1 - abar).sqrt() * eps
+    eps_wrong = (z_t - abar.sqrt() * (z0 + delta)) / (1 - abar).sqrt()   # the noise that goes with z0 + delta
+    cost = {kind: ((loss_target(schedule, z0 + delta, eps_wrong, tt, kind) - loss_target(schedule, z0, eps, tt, kind))
+                   ** 2).sum() / (delta ** 2).sum() for kind in ("epsilon", "v_prediction")}
+    print(f"t = {t}: an error in z0 costs {cost['epsilon']:.4f} x in the noise loss (SNR = {snr[t]:.4f}), "
+          f"{cost['v_prediction']:.4f} x in the v loss (SNR + 1 = {snr[t] + 1:.4f})")
+pipes["char"].scheduler.set_timesteps(steps)
+first = pipes["char"].scheduler.timesteps[:5].tolist()
+fig, ax = plt.subplots(figsize=(7, 3.2))
+ax.semilogy(t_all, snr, label="predicting the noise: SNR_t")
+ax.semilogy(t_all, snr + 1, label="predicting v: SNR_t + 1")
+ax.scatter(first + first, torch.cat([snr[first], (snr + 1)[first]]), color="k", s=12, zorder=3,
+           label=f"the first 5 of {steps} sampling steps")
+ax.set_xlabel("timestep t (higher = noisier)")
+ax.set_ylabel("cost of an error in z0")
+ax.set_title("what each training target charges for a wrong picture, by noise level")
+ax.legend(fontsize=8)
+plt.show()"""),
+    md("""Near the first sampling step the noise loss charges an error in the picture under a hundredth of what the $v$
+loss charges (the printed t = 960 line). Those first, noisiest steps are where the coarse structure of a picture is
+settled (Choi et al. 2022 find that coarse structure is learned at the highest noise levels), and where a letter
+sits is coarse structure. In $z_0$ terms most of the noise loss's weight falls where the letters are already
+visible. We did not measure at which step each of the two models settles its letters; exercise 8 does.
+
+**Beyond this world.** The target is chosen by whoever trains the model, not by its user, but it is part of the
+history of spelling: Stable Diffusion 1.x predicts the noise, Stable Diffusion 2's 768-pixel models predict $v$, and
+SD3 and FLUX are trained by flow matching (lesson 08): with $x_\\sigma = (1-\\sigma)\\,x_0 + \\sigma\\,\\epsilon$ its
+target is $\\epsilon - x_0$ (lesson 08's velocity, not this section's $v$), which charges an error in the picture
+$1/\\sigma^2$ times, never less than a loss on $x_0$ itself. The large models that spell well also changed their
+text side (bigger or character-aware encoders, section 8), so their history cannot separate the two causes; this
+lesson's pair of models, one change apart, can."""),
+    md("""## 8. What users can do about it
 
 **A character-aware text encoder.** Section 5 is the case for it: the only change between signs-word and
 signs-char is how the word is tokenized. Large models took the same route. Liu et al. (2022, "Character-Aware
@@ -230,8 +319,20 @@ show_images(torch.cat([before[:6], after[:6]]), ncols=6, size=1.9,
    which word is nearest to a blurry blob.)
 4. Section 3 measured the VAE's round trip. Design the check you would run before training a model to render
    size-8 text in this world.
-5. In section 7 the mask covers the whole word. What would you expect if it covered only the last letter, and the
+5. In section 8 the mask covers the whole word. What would you expect if it covered only the last letter, and the
    prompt still named the whole word?
+6. Section 7's plot says the noise loss charges almost nothing for a wrong picture at t = 960. Show that weighting
+   each example's noise loss by (SNR_t + 1) / SNR_t charges an error in z0 exactly what the v loss charges. Why
+   might training with that weight still behave differently from predicting v? (Hint: how large can the weight
+   get, and what does the network's output have to look like at t = 999?)
+7. Train the word-level model's noise-predicting twin (`python -m diffusion_lessons.train signs-word
+   --prediction-type epsilon --vae diffusion_lessons/pretrained/signs-char --out runs/signs-word-eps`, about half an
+   hour on a laptop CPU) and compare its unseen-word letters with signs-word's. Does the target matter when the
+   tokenizer hides the letters?
+8. At which step does each model settle its letters? Run signs-char and signs-char-eps on the same unseen words and
+   seed, read the reader's word from the model's own clean-picture estimate at each of the 25 steps (diffusers'
+   `callback_on_step_end` gives the latents; turn them into $\\hat z_0$ with the scheduler's `alphas_cumprod` and
+   decode), and plot the share of letters already right against the step.
 """),
 ]
 

@@ -118,8 +118,8 @@ picture is titled by what went wrong with its objects (`scenes.object_mistake`, 
 
 Both U-Nets predict v rather than the noise (`--prediction-type v_prediction`, the recipe's default), for the reason
 lesson 11 gave its inpainting model: where the noise is high, v is almost the clean latents, so the loss insists on
-*where* the shapes go, the decision made in the first steps; a noise target barely feels a misplaced shape there.
-Exercise 6 trains the noise-predicting twin."""),
+*where* the shapes go, the decision made in the first steps; a noise target barely feels a misplaced shape there
+(lesson 14 measured what it does to spelling). Exercise 6 trains the noise-predicting twin."""),
     code("""asked = [s for kind in ("binding", "relation", "counting") for s in
          [scenes.random_scene(kind, g(50 + i)) for i in range(4)]]
 def verdict(reading, scene):
