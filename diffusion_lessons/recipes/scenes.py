@@ -7,7 +7,7 @@ python -m diffusion_lessons.train scenes-vae
     reading its reconstructions of held-out scenes with the scenes reader.
 python -m diffusion_lessons.train scenes-t2i [--encoder bidirectional|causal] [--encoder-width W]
                                             [--conditioning sequence|pooled] [--vae FOLDER]
-                                            [--prediction-type v_prediction|epsilon]
+                                            [--prediction-type v_prediction|epsilon] [--zero-terminal-snr]
     The scenes tokenizer (word level, scenes.caption_words), a fresh text encoder of that kind
     (text.build_text_encoder: a causal CLIPTextModel or a bidirectional T5EncoderModel of the same width, depth
     and heads) and models.build_scenes_unet trained jointly as shapes-t2i trains (caption dropout, EMA and
@@ -23,6 +23,9 @@ python -m diffusion_lessons.train scenes-t2i [--encoder bidirectional|causal] [-
     --conditioning (default sequence): what the U-Net's cross-attention reads, the encoder's token sequence or
     pooled, the mean of its token states as one vector (text.pool_embeddings), everything else the same: the
     pooled-vector experiment (scenes-t2i-pooled, drawn with t2i.pipeline_images(..., pooled=True)).
+    --zero-terminal-snr (with v_prediction only): train on the schedule rescaled so that its last step is pure
+    noise, and save a scheduler that samples from there (trailing timesteps; Lin et al. 2024), so no trace of the
+    picture is left at the first step for the U-Net to lean on.
 """
 
 from __future__ import annotations

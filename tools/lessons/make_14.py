@@ -28,6 +28,7 @@ what its U-Net is trained to predict, shows that the tokenizer is not the whole 
 - what users can do about it: a character-aware text encoder, and repainting the word afterwards.
 """),
     code("""import json
+import random
 import warnings
 
 import matplotlib.pyplot as plt
@@ -54,6 +55,7 @@ print("all three U-Nets predict:", {k: pipes[k].scheduler.config.prediction_type
 train_words = (ROOT / "signs-char" / "train_words.txt").read_text().split()
 seen, unseen = signs.split_words(len(train_words), seed=recipes["char"]["seed"])
 assert seen == train_words
+mixed_seen, mixed_unseen = (random.Random(0).sample(w, len(w)) for w in (seen, unseen))  # examples, any letters
 steps, scale = records["char"]["settings"]["num_inference_steps"], records["char"]["settings"]["guidance_scale"]
 g = lambda seed=0: torch.Generator().manual_seed(seed)  # noqa: E731"""),
     md("""## 1. The signs world, and a reader that reads it
@@ -74,8 +76,9 @@ print(f"the reader on 300 clean renders: {sum(r == w for r, w in zip(read, check
 noisy = (check.images + 0.5 * torch.randn(check.images.shape, generator=g(6))).clamp(-1, 1)
 print("... with strong noise added (std 0.5 of the [-1, 1] range), letters right:",
       signs.spelling(noisy, check.words)["letters"])
-examples = seen[:4] + unseen[:4]
-show_images(signs.render(examples), titles=[f"{w} (seen)" for w in seen[:4]] + [f"{w} (unseen)" for w in unseen[:4]],
+examples = mixed_seen[:4] + mixed_unseen[:4]
+show_images(signs.render(examples), titles=[f"{w} (seen)" for w in mixed_seen[:4]] +
+            [f"{w} (unseen)" for w in mixed_unseen[:4]],
             ncols=4, size=2.2)"""),
     md("""## 2. What each tokenizer hands the model
 
@@ -116,13 +119,14 @@ def bpe_by_hand(word):
         pieces[i:i + 2] = [pieces[i] + pieces[i + 1]]
 
 
-words = seen[:300] + unseen[:300]
+words = mixed_seen[:300] + mixed_unseen[:300]
 library = [signs.tokens(tokenizers["bpe"], signs.caption(w))[5:-1] for w in words]
 print("by hand == library on", sum(bpe_by_hand(w) == t for w, t in zip(words, library)), "of", len(words), "words")
 print(f"the first merges learned: {model['merges'][:8]}")
-whole = sum(len(t) == 1 for t in library[:300])
-print(f"seen words that are one token: {whole} of 300; pieces per word on average: "
-      f"{sum(map(len, library)) / len(library):.2f}")"""),
+pieces = [signs.tokens(tokenizers["bpe"], signs.caption(w))[5:-1] for w in seen]
+longest = max(len(p.lstrip("▁")) for t in pieces for p in t)
+print(f"all {len(seen)} training words: {sum(len(t) == 1 for t in pieces)} are one token; "
+      f"{sum(map(len, pieces)) / len(pieces):.2f} pieces per word on average; the longest piece has {longest} letters")"""),
     md("""## 3. The image side first: can the decoder even draw the letters?
 
 All three models draw through the same VAE (trained by `python -m diffusion_lessons.train signs-vae` on the
@@ -134,17 +138,17 @@ for where in ("seen", "unseen"):
     q = vae_record["quality"][where]
     print(f"VAE round trip, {where:>6} words: letters {q['letters']['value']:.3f} [{q['letters']['low']:.3f}, "
           f"{q['letters']['high']:.3f}], whole words {q['words']['value']:.3f} (n = {q['words']['n']})")
-sample = signs.render(unseen[10:16])
+sample = signs.render(mixed_unseen[10:16])
 with torch.no_grad():
     back = latents.reconstruct(pipes["char"].vae, sample.to(device)).clamp(-1, 1).cpu()
 show_images(torch.stack([x for pair in zip(sample, back) for x in pair]), ncols=4, size=2.2,
-            titles=[t for w in unseen[10:16] for t in (w, "VAE round trip")])"""),
+            titles=[t for w in mixed_unseen[10:16] for t in (w, "VAE round trip")])"""),
     md(PROSE["vae"]),
     md("""## 4. The pictures
 
 Each model, asked for four words it was trained on and four it never saw (25 steps, guidance 7.5, the same seed for
 all three). The title is what the reader reads."""),
-    code("""asked = seen[100:104] + unseen[100:104]
+    code("""asked = mixed_seen[100:104] + mixed_unseen[100:104]
 rows, titles = [], []
 for k in KINDS:
     images = pipeline_images(pipes[k], [signs.caption(w) for w in asked], g(1), num_inference_steps=steps,
@@ -153,6 +157,7 @@ for k in KINDS:
     titles += [f"{k}: {w}\\nread {r}" for w, r in zip(asked, signs.read_signs(images))]
 show_images(torch.cat(rows), titles=titles, ncols=8, size=1.9,
             suptitle="asked: 4 seen words (left), 4 unseen words (right)")"""),
+    md(PROSE["pictures"]),
     md("""## 5. How well each model spells, measured
 
 The recipes measured each model on 64 seen and 64 unseen words (one picture each, 25 steps, guidance 7.5). Letter
@@ -199,14 +204,16 @@ Per position (first, middle, last letter) on unseen words, and the letters each 
     md("""## 7. The other half of the story: what the U-Net is trained to predict
 
 The three models above learn to predict $v = \\sqrt{\\bar\\alpha_t}\\,\\epsilon - \\sqrt{1-\\bar\\alpha_t}\\,z_0$
-(Salimans and Ho 2022), not the noise $\\epsilon$ that Stable Diffusion 1.x predicts. `signs-char-eps` is the
+(Salimans and Ho 2022; lesson 03), not the noise $\\epsilon$ that Stable Diffusion 1.x predicts. `signs-char-eps` is the
 character-level model trained by the same recipe, seed, data and steps, but predicting the noise
 (`--prediction-type epsilon`): one change in the recipe, everything else the same (the two were trained on different
 days and CPUs, as their records say). Its record and the shipped signs-char's:"""),
     code("""pipes["char-eps"] = load_pipeline(ROOT / "signs-char-eps", device)
 records["char-eps"] = json.loads((ROOT / "signs-char-eps" / "measurements.json").read_text())
 recipes["char-eps"] = json.loads((ROOT / "signs-char-eps" / "recipe.json").read_text())
-print(f"signs-char-eps: {recipes['char-eps']['command']}\\n    the measurements match the shipped weights: "
+print(f"signs-char-eps: {recipes['char-eps']['command']}\\n    {recipes['char-eps']['wall_time_s'] / 60:.1f} min on "
+      f"{recipes['char-eps']['hardware']} (signs-char: on {recipes['char']['hardware']}); the measurements match "
+      f"the shipped weights: "
       f"{record_matches_model(records['char-eps'], ROOT / 'signs-char-eps')}")
 print(f"{'':<22}{'letters':>36}{'whole words':>36}{'letters, any order':>36}")
 print(f"{'model (predicts)':<22}" + f"{'seen':>18}{'unseen':>18}" * 3)
@@ -215,7 +222,7 @@ for k in ("char-eps", "char"):
     print(f"{'signs-' + k + ' (' + ('eps' if k.endswith('eps') else 'v') + ')':<22}" + "".join(
         f"{fmt(r['seen'][m]):>18}{fmt(r['unseen'][m]):>18}" for m in ("letters", "words", "letters_any_order")))
 print("unseen, by position (eps):", "  ".join(fmt(p) for p in records["char-eps"]["unseen"]["positions"]))
-asked = unseen[400:408]
+asked = mixed_unseen[400:408]
 rows = [pipeline_images(pipes[k], [signs.caption(w) for w in asked], g(4), num_inference_steps=steps,
                         guidance_scale=scale).cpu() for k in ("char-eps", "char")]
 show_images(torch.cat(rows), ncols=8, size=1.9,
@@ -255,8 +262,8 @@ for t in (960, 500, 100):
     eps_wrong = (z_t - abar.sqrt() * (z0 + delta)) / (1 - abar).sqrt()   # the noise that goes with z0 + delta
     cost = {kind: ((loss_target(schedule, z0 + delta, eps_wrong, tt, kind) - loss_target(schedule, z0, eps, tt, kind))
                    ** 2).sum() / (delta ** 2).sum() for kind in ("epsilon", "v_prediction")}
-    print(f"t = {t}: an error in z0 costs {cost['epsilon']:.4f} x in the noise loss (SNR = {snr[t]:.4f}), "
-          f"{cost['v_prediction']:.4f} x in the v loss (SNR + 1 = {snr[t] + 1:.4f})")
+    print(f"t = {t}: an error in z0 costs {cost['epsilon']:.3f} x in the noise loss (SNR = {snr[t]:.3f}), "
+          f"{cost['v_prediction']:.3f} x in the v loss (SNR + 1 = {snr[t] + 1:.3f})")
 pipes["char"].scheduler.set_timesteps(steps)
 first = pipes["char"].scheduler.timesteps[:5].tolist()
 fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -284,18 +291,19 @@ text side (bigger or character-aware encoders, section 8), so their history cann
 lesson's pair of models, one change apart, can."""),
     md("""## 8. What users can do about it
 
-**A character-aware text encoder.** Section 5 is the case for it: the only change between signs-word and
-signs-char is how the word is tokenized. Large models took the same route. Liu et al. (2022, "Character-Aware
+**A character-aware text encoder.** Section 5 is the case for it, with the target held at $v$ (section 7): the only
+change between signs-word and signs-char is how the word is tokenized. Large models took the same route. Liu et al. (2022, "Character-Aware
 Models Improve Visual Text Rendering") showed that adding a character-level encoder (ByT5) to a model with a
-word-piece encoder fixes much of its spelling; Imagen's T5 encoder and later models that condition on the glyphs
-themselves (rendered text as a control image, as lesson 12's ControlNet takes a silhouette) go further.
+word-piece encoder fixes much of its spelling; they also found Imagen, with its far larger T5-XXL encoder, spelling
+better than CLIP-based models, and later models that condition on the glyphs themselves (rendered text as a control
+image, as lesson 12's ControlNet takes a silhouette) go further.
 
 **Repainting the word afterwards.** A user who likes a picture but not its text can mask the text and repaint it
 with a model that spells, keeping the rest (lesson 11's inpainting). Here: signs-word's pictures of unseen words,
 the word's box masked, repainted by signs-char with the blending trick of lesson 11 (diffusers'
 `StableDiffusionInpaintPipeline` on its 4-channel U-Net). In this world the word is most of the picture, so the
 repaint is close to a fresh sign; on a photograph the rest would be kept."""),
-    code("""words = unseen[200:224]
+    code("""words = mixed_unseen[200:224]
 prompts = [signs.caption(w) for w in words]
 before = pipeline_images(pipes["word"], prompts, g(2), num_inference_steps=steps, guidance_scale=scale).cpu()
 mask = torch.zeros(1, 1, signs.HEIGHT, signs.WIDTH)
@@ -315,8 +323,8 @@ show_images(torch.cat([before[:6], after[:6]]), ncols=6, size=1.9,
    model receive, and what would it receive for "XYZ"?
 2. The BPE tokenizer has 400 tokens. Predict what happens to the seen/unseen gap with 4,000 tokens (hint: how many
    training words would become single tokens?). Build one with `signs.bpe_tokenizer(train_words, 4000)` and count.
-3. The reader matches whole words. Why is letter accuracy of a garbled picture still above 1/26? (Think about
-   which word is nearest to a blurry blob.)
+3. Chance for a letter in its place is 1/26. What is chance for the "any order" measure, where an asked letter
+   counts wherever it appears among the three read? Compare with the word model's unseen-word row.
 4. Section 3 measured the VAE's round trip. Design the check you would run before training a model to render
    size-8 text in this world.
 5. In section 8 the mask covers the whole word. What would you expect if it covered only the last letter, and the
@@ -330,9 +338,9 @@ show_images(torch.cat([before[:6], after[:6]]), ncols=6, size=1.9,
    hour on a laptop CPU) and compare its unseen-word letters with signs-word's. Does the target matter when the
    tokenizer hides the letters?
 8. At which step does each model settle its letters? Run signs-char and signs-char-eps on the same unseen words and
-   seed, read the reader's word from the model's own clean-picture estimate at each of the 25 steps (diffusers'
-   `callback_on_step_end` gives the latents; turn them into $\\hat z_0$ with the scheduler's `alphas_cumprod` and
-   decode), and plot the share of letters already right against the step.
+   seed, read the reader's word from the model's own clean-picture estimate at each of the 25 steps
+   (`DDIMScheduler.step` returns it as `pred_original_sample`: wrap the pipeline scheduler's `step` to keep it, then
+   decode it with the VAE), and plot the share of letters already right against the step.
 """),
 ]
 
