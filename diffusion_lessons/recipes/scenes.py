@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         text_encoder=text.build_text_encoder(tokenizer, seed=args.seed, kind=args.encoder, width=args.encoder_width),
         unet=models.build_scenes_unet(seed=args.seed, cross_attention_dim=args.encoder_width)))
     parts = dict(vae=vae.to(dev).eval().requires_grad_(False), vae_folder=folder_vae, tokenizer=tokenizer,
-                 trained=trained.to(dev), schedule=make_schedule(shapes_t2i.NOISE_SCHEDULE, zero_terminal_snr=args.zero_terminal_snr))
+                 trained=trained.to(dev),
+                 schedule=make_schedule(shapes_t2i.NOISE_SCHEDULE, zero_terminal_snr=args.zero_terminal_snr))
     data = scenes.make_scenes(args.n_train, generator=_device.make_generator(args.seed))
     try:
         averaged, history, train_s = shapes_t2i.train(parts, args, dev, generator, accelerator, shapes=data,
@@ -250,7 +251,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                     + f" --prediction-type {args.prediction_type}"
                     + (" --zero-terminal-snr" if args.zero_terminal_snr else ""),
             encoder=args.encoder, encoder_width=args.encoder_width, conditioning=args.conditioning,
-            prediction_type=args.prediction_type, zero_terminal_snr=args.zero_terminal_snr, loss=f"MSE to {args.prediction_type} (training.loss_target)",
+            prediction_type=args.prediction_type, zero_terminal_snr=args.zero_terminal_snr,
+            loss=f"MSE to {args.prediction_type} (training.loss_target)",
             models=dict(unet=dict(config=dict(models.SCENES_UNET_CONFIG, cross_attention_dim=args.encoder_width),
                                   parameters=models.count_parameters(pipe.unet)),
                         text_encoder=dict(kind=args.encoder, cls=type(pipe.text_encoder).__name__,

@@ -5,16 +5,16 @@ python -m diffusion_lessons.train signs-vae
     the signs of the training words (signs.split_words); writes OUT/vae/ and OUT/recipe-vae.json, measured by
     reading its reconstructions of seen and unseen words.
 python -m diffusion_lessons.train signs-word | signs-bpe | signs-char [--vae FOLDER]
-                                                            [--prediction-type epsilon|v_prediction]
+                                                            [--prediction-type v_prediction|epsilon]
     The tokenizer of that kind (signs.build_tokenizer), a fresh CLIPTextModel for it (text.build_text_encoder)
     and models.build_signs_unet trained jointly, as shapes-t2i trains (recipes.shapes_t2i: the same loss,
     caption dropout, EMA and schedule), on the signs of the training words, with the same seed, steps and
     batch for all three, the U-Net predicting v (--prediction-type, default v_prediction; epsilon trains the
     noise-predicting twin, shipped for the character level as signs-char-eps). Writes a StableDiffusionPipeline
     folder with train_words.txt, recipe.json and measurements.json (spelling of seen and unseen words at 25
-    steps). --vae: the signs-vae run's folder, or a
-    trained signs model's (default: the newest ./runs/signs-vae-*); when it is a sibling of --out, OUT/vae is a
-    relative link to its vae/ (how the shipped signs-word and signs-bpe share signs-char's VAE).
+    steps). --vae: the signs-vae run's folder, or a trained signs model's (default: the newest
+    ./runs/signs-vae-*); when it is a sibling of --out, OUT/vae is a relative link to its vae/ (how the shipped
+    signs-word, signs-bpe and signs-char-eps share signs-char's VAE).
 """
 
 from __future__ import annotations
