@@ -164,12 +164,19 @@ The recipes measured each model on 64 seen and 64 unseen words (one picture each
 accuracy has a bootstrap interval over the pictures (a picture's three letters are not independent); whole-word
 accuracy a Wilson interval."""),
     code("""fmt = lambda e: f"{e['value']:.2f} [{e['low']:.2f}, {e['high']:.2f}]"  # noqa: E731
-print(f"{'':<12}{'letters':>36}{'whole words':>36}{'letters, any order':>36}")
-print(f"{'model':<12}" + f"{'seen':>18}{'unseen':>18}" * 3)
-for k in KINDS:
-    r = records[k]
-    print(f"signs-{k:<6}" + "".join(f"{fmt(r['seen'][m]):>18}{fmt(r['unseen'][m]):>18}"
-                                    for m in ("letters", "words", "letters_any_order")))
+
+
+def spelling_table(rows):
+    \"\"\"rows: {label: a signs record}; one line per model, seen and unseen for each measure.\"\"\"
+    width = max(map(len, rows)) + 2
+    print(f"{'':<{width}}{'letters':>36}{'whole words':>36}{'letters, any order':>36}")
+    print(f"{'model':<{width}}" + f"{'seen':>18}{'unseen':>18}" * 3)
+    for label, r in rows.items():
+        print(f"{label:<{width}}" + "".join(f"{fmt(r['seen'][m]):>18}{fmt(r['unseen'][m]):>18}"
+                                          for m in ("letters", "words", "letters_any_order")))
+
+
+spelling_table({f"signs-{k}": records[k] for k in KINDS})
 print(f"n = {records['char']['seen']['words']['n']} words per cell; chance for a letter is 1/26 = {1 / 26:.2f}")
 fig, ax = plt.subplots(figsize=(7, 3.2))
 for j, where in enumerate(("seen", "unseen")):
@@ -215,12 +222,7 @@ print(f"signs-char-eps: {recipes['char-eps']['command']}\\n    {recipes['char-ep
       f"{recipes['char-eps']['hardware']} (signs-char: on {recipes['char']['hardware']}); the measurements match "
       f"the shipped weights: "
       f"{record_matches_model(records['char-eps'], ROOT / 'signs-char-eps')}")
-print(f"{'':<22}{'letters':>36}{'whole words':>36}{'letters, any order':>36}")
-print(f"{'model (predicts)':<22}" + f"{'seen':>18}{'unseen':>18}" * 3)
-for k in ("char-eps", "char"):
-    r = records[k]
-    print(f"{'signs-' + k + ' (' + ('eps' if k.endswith('eps') else 'v') + ')':<22}" + "".join(
-        f"{fmt(r['seen'][m]):>18}{fmt(r['unseen'][m]):>18}" for m in ("letters", "words", "letters_any_order")))
+spelling_table({"signs-char-eps (predicts eps)": records["char-eps"], "signs-char (predicts v)": records["char"]})
 print("unseen, by position (eps):", "  ".join(fmt(p) for p in records["char-eps"]["unseen"]["positions"]))
 asked = mixed_unseen[400:408]
 rows = [pipeline_images(pipes[k], [signs.caption(w) for w in asked], g(4), num_inference_steps=steps,
@@ -242,8 +244,7 @@ noise the SNR is almost 0: a noise-predicting model is hardly charged at all for
 place, while a $v$-predicting one pays at least what a loss on $z_0$ itself would charge (a weight of 1). Below,
 an identity check of that algebra with the package's own training targets (not a measurement of the two networks),
 the SNR checked against diffusers' `compute_snr`, and the two weights by noise level."""),
-    code("""from diffusers import DDIMScheduler
-from diffusers.training_utils import compute_snr
+    code("""from diffusers.training_utils import compute_snr
 
 from diffusion_lessons.schedules import make_schedule
 from diffusion_lessons.training import loss_target
@@ -251,7 +252,7 @@ from diffusion_lessons.training import loss_target
 schedule = make_schedule("scaled_linear")                  # the schedule every signs model is trained on
 t_all = torch.arange(1000)
 snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
-reference = compute_snr(DDIMScheduler.from_config(pipes["char"].scheduler.config), t_all)
+reference = compute_snr(pipes["char"].scheduler, t_all)
 print(f"SNR_t by hand vs diffusers' compute_snr: max relative difference {((snr - reference) / reference).abs().max():.1e}")
 z0, eps = torch.randn(4, 4, 8, 16, generator=g(7)), torch.randn(4, 4, 8, 16, generator=g(8))
 delta = 0.1 * torch.randn(z0.shape, generator=g(9))
